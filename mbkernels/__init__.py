@@ -1,0 +1,24 @@
+"""mbkernels: fast MobileBERT-style bottleneck transformers on CPUs and GPUs."""
+
+__version__ = "0.1.0"
+
+from mbkernels.backend import use_backend
+from mbkernels.config import MobileBertConfig
+from mbkernels import ops
+from mbkernels.info import info
+from mbkernels.modeling import MobileBertEmbeddings, MobileBertEncoder, MobileBertLayer, MobileBertModel, NoNorm
+from mbkernels.heads import (
+    MobileBertForMaskedLM,
+    MobileBertForNextSentencePrediction,
+    MobileBertForPreTraining,
+    MobileBertForQuestionAnswering,
+    MobileBertForSequenceClassification,
+    MobileBertForTokenClassification,
+)
+
+__all__ = [
+    "__version__", "use_backend", "MobileBertConfig", "ops", "info", "NoNorm", "MobileBertEmbeddings",
+    "MobileBertLayer", "MobileBertEncoder", "MobileBertModel", "MobileBertForPreTraining",
+    "MobileBertForMaskedLM", "MobileBertForNextSentencePrediction", "MobileBertForSequenceClassification",
+    "MobileBertForTokenClassification", "MobileBertForQuestionAnswering",
+]

@@ -1,0 +1,357 @@
+"""MobileBERT as nn.Modules whose parameter names are Hugging Face's state-dict keys.
+
+The submodules below hold parameters under HF's names (`attention.self.query`,
+`ffn.0.output.LayerNorm`, …) so checkpoints load with zero missing or unexpected keys; the compute
+is three `mbkernels.ops` calls per layer: `bottleneck_attention → ffn_stack → linear_norm`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from mbkernels import ops
+from mbkernels.config import MobileBertConfig
+from mbkernels.outputs import BaseModelOutputWithPooling
+
+# HF builds these LayerNorms without an eps argument (nn.LayerNorm's default), every other with
+# config.layer_norm_eps: embeddings.LayerNorm and the last FFN's output.LayerNorm.
+DEFAULT_EPS = 1e-5
+
+
+class NoNorm(nn.Module):
+    """MobileBERT's normalization: `x * weight + bias` (eps is accepted and unused, as in HF)."""
+
+    def __init__(self, feat_size: int, eps: float | None = None):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(feat_size))
+        self.weight = nn.Parameter(torch.ones(feat_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return ops.nonorm(x, self.weight, self.bias, residual)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with the same parameter names, computed by `ops.layernorm`."""
+
+    def __init__(self, feat_size: int, eps: float = DEFAULT_EPS):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(feat_size))
+        self.bias = nn.Parameter(torch.zeros(feat_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return ops.layernorm(x, self.weight, self.bias, residual, self.eps)
+
+
+def make_norm(config: MobileBertConfig, size: int, eps: float) -> nn.Module:
+    return NoNorm(size, eps) if config.normalization_type == "no_norm" else LayerNorm(size, eps)
+
+
+# -- parameter holders under HF's names (their compute lives in MobileBertLayer.forward) ----------
+
+class _DenseNorm(nn.Module):
+    def __init__(self, config: MobileBertConfig, fan_in: int, fan_out: int, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(fan_in, fan_out)
+        self.LayerNorm = make_norm(config, fan_out, eps)
+
+
+class _Dense(nn.Module):
+    def __init__(self, fan_in: int, fan_out: int):
+        super().__init__()
+        self.dense = nn.Linear(fan_in, fan_out)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, config: MobileBertConfig):
+        super().__init__()
+        width = config.true_hidden_size
+        # Q and K read a bottleneck unless they read h ("full", "none"); V reads h except in -tiny.
+        qk_in = config.hidden_size if config.attention_mode in ("full", "none") else width
+        v_in = width if config.attention_mode == "bottleneck" else config.hidden_size
+        self.query = nn.Linear(qk_in, width)
+        self.key = nn.Linear(qk_in, width)
+        self.value = nn.Linear(v_in, width)
+
+
+class _Attention(nn.Module):
+    def __init__(self, config: MobileBertConfig):
+        super().__init__()
+        width = config.true_hidden_size
+        self.self = _SelfAttention(config)
+        self.output = _DenseNorm(config, width, width, config.layer_norm_eps)
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, config: MobileBertConfig):
+        super().__init__()
+        self.input = _DenseNorm(config, config.hidden_size, config.intra_bottleneck_size, config.layer_norm_eps)
+        if config.key_query_shared_bottleneck:
+            self.attention = _DenseNorm(config, config.hidden_size, config.intra_bottleneck_size,
+                                        config.layer_norm_eps)
+
+
+class _FFN(nn.Module):
+    def __init__(self, config: MobileBertConfig):
+        super().__init__()
+        width = config.true_hidden_size
+        self.intermediate = _Dense(width, config.intermediate_size)
+        self.output = _DenseNorm(config, config.intermediate_size, width, config.layer_norm_eps)
+
+
+class _Output(nn.Module):
+    def __init__(self, config: MobileBertConfig):
+        super().__init__()
+        width = config.true_hidden_size
+        self.dense = nn.Linear(config.intermediate_size, width)
+        self.LayerNorm = make_norm(config, width, DEFAULT_EPS)
+        if config.use_bottleneck:
+            self.bottleneck = _DenseNorm(config, width, config.hidden_size, config.layer_norm_eps)
+
+
+def _wb(module: nn.Module | None) -> tuple[torch.Tensor | None, ...]:
+    """(dense.weight, dense.bias, norm.weight, norm.bias) of a _DenseNorm, or four Nones."""
+    if module is None:
+        return (None,) * 4
+    return module.dense.weight, module.dense.bias, module.LayerNorm.weight, module.LayerNorm.bias
+
+
+# -- the model --------------------------------------------------------------------------------------
+
+class MobileBertEmbeddings(nn.Module):
+    def __init__(self, config: MobileBertConfig):
+        super().__init__()
+        self.config = config
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size,
+                                            padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        fan_in = config.embedding_size * (3 if config.trigram_input else 1)
+        self.embedding_transformation = nn.Linear(fan_in, config.hidden_size)
+        self.LayerNorm = make_norm(config, config.hidden_size, DEFAULT_EPS)
+        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings)[None], persistent=False)
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
+        c = self.config
+        shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
+        if position_ids is None:
+            position_ids = self.position_ids[:, : shape[1]]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(shape, dtype=torch.long, device=self.position_ids.device)
+        transform = c.trigram_input or c.embedding_size != c.hidden_size
+        return ops.embedding(
+            input_ids, inputs_embeds, token_type_ids, position_ids, self.word_embeddings.weight,
+            self.embedding_transformation.weight if transform else None,
+            self.embedding_transformation.bias if transform else None,
+            self.position_embeddings.weight, self.token_type_embeddings.weight,
+            self.LayerNorm.weight, self.LayerNorm.bias, padding_idx=c.pad_token_id, trigram=c.trigram_input,
+            norm=c.norm, eps=DEFAULT_EPS, dropout_p=c.hidden_dropout_prob if self.training else 0.0)
+
+
+class MobileBertLayer(nn.Module):
+    """One block: `bottleneck_attention → ffn_stack → linear_norm(residual=h)`."""
+
+    def __init__(self, config: MobileBertConfig):
+        super().__init__()
+        self.config = config
+        self.attention = _Attention(config)
+        self.intermediate = _Dense(config.true_hidden_size, config.intermediate_size)
+        self.output = _Output(config)
+        if config.use_bottleneck:
+            self.bottleneck = _Bottleneck(config)
+        if config.num_feedforward_networks > 1:
+            self.ffn = nn.ModuleList([_FFN(config) for _ in range(config.num_feedforward_networks - 1)])
+
+    def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor | None = None,
+                return_scores: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        mode = c.attention_mode
+        training = self.training
+        bottleneck = getattr(self, "bottleneck", None)
+        self_attn = self.attention.self
+        a, scores = ops.bottleneck_attention(
+            hidden_states, key_mask,
+            *_wb(bottleneck.input if bottleneck is not None else None),
+            *_wb(bottleneck.attention if mode == "shared" else None),
+            self_attn.query.weight, self_attn.query.bias, self_attn.key.weight, self_attn.key.bias,
+            self_attn.value.weight, self_attn.value.bias, *_wb(self.attention.output),
+            num_heads=c.num_attention_heads, mode=mode, norm=c.norm, eps=c.layer_norm_eps,
+            attn_dropout_p=c.attention_probs_dropout_prob if training else 0.0,
+            hidden_dropout_p=c.hidden_dropout_prob if training and mode == "none" else 0.0,
+            return_scores=return_scores)
+        ffns = [*getattr(self, "ffn", []), None]
+        inter = [f.intermediate.dense if f is not None else self.intermediate.dense for f in ffns]
+        outs = [f.output if f is not None else self.output for f in ffns]
+        a = ops.ffn_stack(
+            a, [m.weight for m in inter], [m.bias for m in inter], [o.dense.weight for o in outs],
+            [o.dense.bias for o in outs], [o.LayerNorm.weight for o in outs], [o.LayerNorm.bias for o in outs],
+            act=c.hidden_act, norm=c.norm, eps=[c.layer_norm_eps] * (len(ffns) - 1) + [DEFAULT_EPS],
+            dropout_p=c.hidden_dropout_prob if training and not c.use_bottleneck else 0.0)
+        if c.use_bottleneck:
+            a = ops.linear_norm(a, *_wb(self.output.bottleneck), residual=hidden_states, norm=c.norm,
+                                eps=c.layer_norm_eps, dropout_p=c.hidden_dropout_prob if training else 0.0)
+        return a, scores
+
+
+class MobileBertEncoder(nn.Module):
+    def __init__(self, config: MobileBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([MobileBertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states, key_mask=None, output_hidden_states=False, output_scores=False):
+        """Returns (last hidden state, all hidden states incl. the input or None, scores or None)."""
+        all_hidden = [hidden_states] if output_hidden_states else None
+        all_scores = [] if output_scores else None
+        for layer in self.layer:
+            hidden_states, scores = layer(hidden_states, key_mask, return_scores=output_scores)
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            if output_scores:
+                all_scores.append(scores)
+        return (hidden_states, tuple(all_hidden) if all_hidden is not None else None,
+                tuple(all_scores) if all_scores is not None else None)
+
+
+class MobileBertPooler(nn.Module):
+    def __init__(self, config: MobileBertConfig):
+        super().__init__()
+        self.do_activate = config.classifier_activation
+        if self.do_activate:
+            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        first = hidden_states[:, 0]
+        return torch.tanh(self.dense(first)) if self.do_activate else first
+
+
+class MobileBertPreTrainedModel(nn.Module):
+    """Weight initialisation as HF's, and HF-format `from_pretrained` / `save_pretrained`."""
+
+    base_model_prefix = "mobilebert"
+    # Keys that alias another parameter (tied); HF omits them from saved files.
+    tied_keys: tuple[str, ...] = ()
+
+    def __init__(self, config: MobileBertConfig):
+        super().__init__()
+        if not isinstance(config, MobileBertConfig):
+            raise TypeError(f"config: expected a mbkernels.MobileBertConfig, got {type(config).__name__}")
+        self.config = config
+
+    def init_weights(self) -> None:
+        std = self.config.initializer_range
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight.normal_(0.0, std)
+                    if m.bias is not None:
+                        m.bias.zero_()
+                elif isinstance(m, nn.Embedding):
+                    m.weight.normal_(0.0, std)
+                    if m.padding_idx is not None:
+                        m.weight[m.padding_idx].zero_()
+                elif isinstance(m, (NoNorm, LayerNorm, nn.LayerNorm)):
+                    m.weight.fill_(1.0)
+                    m.bias.zero_()
+            for name, p in self.named_parameters():
+                if name.endswith("cls.predictions.bias"):
+                    p.zero_()
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share tied parameters (the MLM decoder with the word embeddings); heads override."""
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, config: MobileBertConfig | None = None,
+                        strict: bool = False, output_loading_info: bool = False, **config_overrides):
+        from mbkernels import hf
+
+        return hf.from_pretrained(cls, folder, config=config, strict=strict,
+                                  output_loading_info=output_loading_info, **config_overrides)
+
+    def save_pretrained(self, folder: str | os.PathLike, safe_serialization: bool = True) -> None:
+        from mbkernels import hf
+
+        hf.save_pretrained(self, folder, safe_serialization=safe_serialization)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+def key_mask_from(attention_mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
+    """HF-style [B, S] mask (float, int or bool; 1 = attend) → bool key mask, validated."""
+    if attention_mask is None:
+        return None
+    if tuple(attention_mask.shape) != tuple(shape):
+        raise ValueError(f"attention_mask: expected shape {tuple(shape)} (as input_ids), "
+                         f"got {tuple(attention_mask.shape)}")
+    if attention_mask.dtype == torch.bool:
+        return attention_mask
+    bad = (attention_mask != 0) & (attention_mask != 1)
+    if bool(bad.any()):
+        raise ValueError(f"attention_mask: expected values 0 or 1, got {attention_mask[bad][0].item()!r}")
+    return attention_mask != 0
+
+
+def _check_ids(name: str, ids: torch.Tensor | None, shape, high: int, device) -> None:
+    if ids is None:
+        return
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"{name}: expected an integer tensor (torch.long), got {ids.dtype}")
+    if shape is not None and tuple(ids.shape) != tuple(shape) and not (name == "position_ids" and ids.shape[0] == 1):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(ids.shape)}")
+    if ids.device != device:
+        raise ValueError(f"{name}: expected a tensor on {device} (the model's device), got {ids.device}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= high):
+        raise ValueError(f"{name}: expected values in [0, {high}), got min {int(ids.min())}, max {int(ids.max())}")
+
+
+class MobileBertModel(MobileBertPreTrainedModel):
+    """The MobileBERT backbone: embeddings, encoder, pooler (HF's `MobileBertModel`)."""
+
+    base_model_prefix = ""
+
+    def __init__(self, config: MobileBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = MobileBertEmbeddings(config)
+        self.encoder = MobileBertEncoder(config)
+        self.pooler = MobileBertPooler(config) if add_pooling_layer else None
+        self.init_weights()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, output_hidden_states=False, output_attentions=False,
+                output_attention_scores=False, return_dict=True) -> BaseModelOutputWithPooling:
+        c = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("input_ids / inputs_embeds: expected exactly one of them, got "
+                             f"{'both' if input_ids is not None else 'neither'}")
+        device = self.embeddings.position_ids.device
+        if input_ids is not None:
+            _check_ids("input_ids", input_ids, None, c.vocab_size, device)
+            if input_ids.dim() != 2:
+                raise ValueError(f"input_ids: expected shape [batch, sequence], got {tuple(input_ids.shape)}")
+            shape = input_ids.shape
+        else:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != c.embedding_size:
+                raise ValueError(f"inputs_embeds: expected shape [batch, sequence, {c.embedding_size}], "
+                                 f"got {tuple(inputs_embeds.shape)}")
+            shape = inputs_embeds.shape[:2]
+        if shape[1] == 0:
+            raise ValueError("input_ids: expected a sequence of at least 1 token, got length 0")
+        if shape[1] > c.max_position_embeddings:
+            raise ValueError(f"input_ids: expected at most max_position_embeddings={c.max_position_embeddings} "
+                             f"tokens, got a sequence of {shape[1]}")
+        _check_ids("token_type_ids", token_type_ids, shape, c.type_vocab_size, device)
+        _check_ids("position_ids", position_ids, shape, c.max_position_embeddings, device)
+        key_mask = key_mask_from(attention_mask, shape)
+
+        h = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        want_scores = output_attentions or output_attention_scores
+        h, hidden, scores = self.encoder(h, key_mask, output_hidden_states, want_scores)
+        pooled = self.pooler(h) if self.pooler is not None else None
+        probs = tuple(torch.softmax(s, dim=-1) for s in scores) if output_attentions else None
+        out = BaseModelOutputWithPooling(h, pooled, hidden, probs, scores if output_attention_scores else None)
+        return out if return_dict else out.to_tuple()

@@ -1,0 +1,213 @@
+"""One mechanism that turns an op description into two `torch.library` custom ops.
+
+For op `name` it defines `mbkernels::name` (forward) and `mbkernels::name_backward`, each with a
+fake implementation, and registers the autograd formula that calls the backward op — so both
+directions are opaque, traceable ops under `torch.compile`, `torch.export` and opcheck.
+
+Every op runs the same way: the kernel for the tensors' device (C++ `_C` on CPU, Triton on CUDA or
+under the Triton backend) when one exists and accepts the inputs, otherwise the reference inside
+the op (`reference_forward`, and a VJP of it that recomputes the forward for the backward).
+`backend.last_ran[name]` records which one ran.
+
+Backward op schema: `(Tensor[] grads, bool[] needs_grad, <forward arguments>) -> Tensor[]`; it
+returns one gradient per tensor argument, lists flattened, in argument order, with an empty
+tensor where an argument is None or needs no gradient. Schemas carry no defaults (a default on an
+optional argument confuses the autograd structure check); the public Python functions have them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mbkernels import backend
+
+# A kernel returns its result, or NotImplemented when it does not handle these inputs (a dtype it
+# has no code for), in which case the reference runs and says so in `backend.last_ran`.
+Kernel = Callable[..., Any]
+
+
+@dataclass
+class OpDef:
+    name: str
+    args: str                     # the forward schema's argument list, e.g. "Tensor x, Tensor? r"
+    returns: str                  # "Tensor" or "(Tensor, Tensor)"
+    reference_forward: Callable   # the reference, taking exactly the schema's arguments
+    fake: Callable                # shapes of the forward outputs
+    cpu: Kernel | None = None
+    cpu_backward: Kernel | None = None
+    triton: Kernel | None = None
+    triton_backward: Kernel | None = None
+    op: Any = field(init=False, default=None)
+    backward_op: Any = field(init=False, default=None)
+
+
+def _tensors(args) -> list[torch.Tensor | None]:
+    """Tensor arguments flattened in order (lists expanded; None kept as a placeholder)."""
+    flat: list[torch.Tensor | None] = []
+    for a in args:
+        if isinstance(a, (list, tuple)) and (len(a) == 0 or isinstance(a[0], torch.Tensor)):
+            flat.extend(a)
+        elif isinstance(a, torch.Tensor) or a is None:
+            flat.append(a)
+    return flat
+
+
+def _device_of(args) -> torch.device:
+    for t in _tensors(args):
+        if t is not None:
+            return t.device
+    raise ValueError("op called without any tensor argument")
+
+
+def _label(args, cpu: Kernel | None, triton: Kernel | None, name: str) -> tuple[Kernel | None, str]:
+    """The kernel for these arguments' device and the active backend, and what to call it."""
+    device = _device_of(args)
+    if device.type == "cpu" and backend.current_backend() == "fused" and not name.endswith("_backward"):
+        dtypes = {t.dtype for t in _tensors(args) if t is not None and t.is_floating_point()}
+        if torch.float16 in dtypes:
+            raise TypeError(f"mbkernels.ops.{name}: the fused CPU backend takes float32, float64 "
+                            "or bfloat16 tensors, got float16 (use bfloat16, or "
+                            "use_backend('reference') for float16 on CPU)")
+    if backend.current_backend() == "triton" or device.type == "cuda":
+        return triton, "triton"
+    if device.type == "cpu" and backend._C is not None:
+        return cpu, f"cpu:{backend._C.get_isa()}"
+    return None, "reference"
+
+
+def _run(args, cpu: Kernel | None, triton: Kernel | None, name: str, fallback: Callable):
+    kernel, label = _label(args, cpu, triton, name)
+    if kernel is not None:
+        out = kernel(*args)
+        if out is not NotImplemented:
+            backend.last_ran[name] = label
+            return out
+    backend.last_ran[name] = "reference"
+    out = fallback(*args)
+    if isinstance(out, list):
+        return out
+    return tuple(o.contiguous() for o in out) if isinstance(out, tuple) else out.contiguous()
+
+
+def reference_vjp(reference_forward: Callable, grads, needs_grad, args) -> list[torch.Tensor]:
+    """Gradients of the reference by recomputing it under autograd (the fallback backward)."""
+    flat = _tensors(args)
+    leaves: list[torch.Tensor | None] = []
+    with torch.enable_grad():
+        new_args, i = [], 0
+        for a in args:
+            if isinstance(a, (list, tuple)) and (len(a) == 0 or isinstance(a[0], torch.Tensor)):
+                items = []
+                for t in a:
+                    items.append(_leaf(t, needs_grad[i], leaves))
+                    i += 1
+                new_args.append(items)
+            elif isinstance(a, torch.Tensor) or a is None:
+                new_args.append(_leaf(a, needs_grad[i], leaves))
+                i += 1
+            else:
+                new_args.append(a)
+        outs = reference_forward(*new_args)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        pairs = [(o, g) for o, g in zip(outs, grads) if g.numel() > 0 and o.requires_grad]
+        wanted = [t for t in leaves if t is not None]
+        got = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                  allow_unused=True) if pairs and wanted else [None] * len(wanted)
+    got_iter = iter(got)
+    result = []
+    for t, leaf in zip(flat, leaves):
+        g = next(got_iter) if leaf is not None else None
+        if g is None:
+            g = torch.zeros_like(t) if leaf is not None else no_grad_placeholder(flat)
+        result.append(g)
+    return result
+
+
+def _leaf(t, needs: bool, leaves: list):
+    if t is not None and needs and t.is_floating_point():
+        leaf = t.detach().requires_grad_()
+        leaves.append(leaf)
+        return leaf
+    leaves.append(None)
+    return t
+
+
+def no_grad_placeholder(flat) -> torch.Tensor:
+    ref = next(t for t in flat if t is not None)
+    return torch.empty(0, dtype=ref.dtype if ref.is_floating_point() else torch.float32, device=ref.device)
+
+
+def _grads_fake(grads, needs_grad, *args) -> list[torch.Tensor]:
+    flat = _tensors(args)
+    return [torch.empty_like(t) if t is not None and needs_grad[i] and t.is_floating_point()
+            else no_grad_placeholder(flat) for i, t in enumerate(flat)]
+
+
+# Every defined op by name, in definition order.
+OPS: dict[str, OpDef] = {}
+
+
+def define(opdef: OpDef) -> OpDef:
+    """Register `mbkernels::<name>` and `mbkernels::<name>_backward` with fake and autograd."""
+    name = opdef.name
+
+    def forward_impl(*args):
+        return _run(args, opdef.cpu, opdef.triton, name, opdef.reference_forward)
+
+    def backward_impl(grads, needs_grad, *args):
+        return _run((grads, needs_grad, *args), opdef.cpu_backward, opdef.triton_backward,
+                    name + "_backward",
+                    lambda grads, needs_grad, *a: reference_vjp(opdef.reference_forward, grads, needs_grad, a))
+
+    opdef.op = torch.library.custom_op(
+        f"mbkernels::{name}", forward_impl, mutates_args=(), schema=f"({opdef.args}) -> {opdef.returns}")
+    opdef.op.register_fake(opdef.fake)
+    opdef.backward_op = torch.library.custom_op(
+        f"mbkernels::{name}_backward", backward_impl, mutates_args=(),
+        schema=f"(Tensor[] grads, bool[] needs_grad, {opdef.args}) -> Tensor[]")
+    opdef.backward_op.register_fake(_grads_fake)
+
+    def setup_context(ctx, inputs, output):
+        ctx.structure = [("list", len(a)) if isinstance(a, (list, tuple)) and
+                         (len(a) == 0 or isinstance(a[0], torch.Tensor))
+                         else ("tensor", 1) if isinstance(a, torch.Tensor) or a is None
+                         else ("value", a) for a in inputs]
+        ctx.save_for_backward(*_tensors(inputs))
+
+    def backward(ctx, *grads):
+        saved = iter(ctx.saved_tensors)
+        args, needs = [], []
+        for (kind, v), need in zip(ctx.structure, ctx.needs_input_grad):
+            if kind == "list":
+                items = [next(saved) for _ in range(v)]
+                args.append(items)
+                needs.extend(need if isinstance(need, (list, tuple)) else [bool(need)] * v)
+            elif kind == "tensor":
+                args.append(next(saved))
+                needs.append(bool(need))
+            else:
+                args.append(v)
+        ref = next(t for t in _tensors(args) if t is not None)
+        grads = [g if g is not None else ref.new_empty(0, dtype=torch.float32) for g in grads]
+        flat = iter(opdef.backward_op(grads, needs, *args))
+        result = []
+        for kind, v in ctx.structure:
+            if kind == "list":
+                result.append([_none_if_empty(next(flat)) for _ in range(v)])
+            elif kind == "tensor":
+                result.append(_none_if_empty(next(flat)))
+            else:
+                result.append(None)
+        return tuple(result)
+
+    opdef.op.register_autograd(backward, setup_context=setup_context)
+    OPS[name] = opdef
+    return opdef
+
+
+def _none_if_empty(g: torch.Tensor) -> torch.Tensor | None:
+    return None if g.numel() == 0 else g

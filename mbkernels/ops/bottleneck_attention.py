@@ -1,0 +1,67 @@
+"""bottleneck_attention: the attention half of a MobileBERT block as one op.
+
+`b = N(h Wiᵀ)`; `s = N(h Waᵀ)`; Q, K from `s`, V from `h` (mode "shared", MobileBERT); or Q, K, V
+from `b` ("bottleneck", -tiny), from `h` with a bottleneck residual ("full", the IB-BERT teacher),
+or from `h` with no bottleneck ("none", a BERT layer). `out = N(dropout(ctx Woᵀ + bo) + residual)`.
+Returns (out, pre-softmax masked scores or an empty tensor). Runs the reference inside its custom
+op until its kernels land.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mbkernels import backend
+from mbkernels.ops import reference
+from mbkernels.ops._registry import OpDef, define
+from mbkernels.ops.dropout import new_seed
+
+MODES = ("shared", "bottleneck", "full", "none")
+
+_WEIGHTS = ("input_weight", "input_bias", "input_norm_weight", "input_norm_bias",
+            "attention_weight", "attention_bias", "attention_norm_weight", "attention_norm_bias",
+            "query_weight", "query_bias", "key_weight", "key_bias", "value_weight", "value_bias",
+            "output_weight", "output_bias", "output_norm_weight", "output_norm_bias")
+
+
+def _fake(h, key_mask, *rest):
+    weights = dict(zip(_WEIGHTS, rest))
+    num_heads, _, _, _, _, _, _, return_scores = rest[len(_WEIGHTS):]
+    b, s, _ = h.shape
+    scores = h.new_empty((b, num_heads, s, s)) if return_scores else h.new_empty(0)
+    return h.new_empty((b, s, weights["output_weight"].shape[0])), scores
+
+
+BOTTLENECK_ATTENTION = define(OpDef(
+    name="bottleneck_attention",
+    args=("Tensor h, Tensor? key_mask, "
+          + ", ".join(f"Tensor? {w}" for w in _WEIGHTS)
+          + ", int num_heads, str mode, str norm, float eps, float attn_dropout_p, "
+            "float hidden_dropout_p, Tensor? seed, bool return_scores"),
+    returns="(Tensor, Tensor)",
+    reference_forward=reference.bottleneck_attention,
+    fake=_fake,
+))
+
+
+def bottleneck_attention(h: torch.Tensor, key_mask: torch.Tensor | None,
+                         input_weight, input_bias, input_norm_weight, input_norm_bias,
+                         attention_weight, attention_bias, attention_norm_weight, attention_norm_bias,
+                         query_weight, query_bias, key_weight, key_bias, value_weight, value_bias,
+                         output_weight, output_bias, output_norm_weight, output_norm_bias,
+                         num_heads: int, mode: str = "shared", norm: str = "nonorm", eps: float = 1e-12,
+                         attn_dropout_p: float = 0.0, hidden_dropout_p: float = 0.0,
+                         return_scores: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """See the module docstring; weights of projections the mode does not use may be None."""
+    if mode not in MODES:
+        raise ValueError(f"bottleneck_attention: mode expected one of {MODES}, got {mode!r}")
+    weights = (input_weight, input_bias, input_norm_weight, input_norm_bias,
+               attention_weight, attention_bias, attention_norm_weight, attention_norm_bias,
+               query_weight, query_bias, key_weight, key_bias, value_weight, value_bias,
+               output_weight, output_bias, output_norm_weight, output_norm_bias)
+    if backend.current_backend() == "reference":
+        return reference.bottleneck_attention(h, key_mask, *weights, num_heads, mode, norm, eps,
+                                              attn_dropout_p, hidden_dropout_p, None, return_scores)
+    seed = new_seed() if attn_dropout_p > 0 or hidden_dropout_p > 0 else None
+    return torch.ops.mbkernels.bottleneck_attention(h, key_mask, *weights, num_heads, mode, norm, eps,
+                                                    attn_dropout_p, hidden_dropout_p, seed, return_scores)

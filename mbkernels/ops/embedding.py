@@ -1,0 +1,53 @@
+"""embedding: lookup (or `inputs_embeds`) → trigram concat [next, cur, prev] → Linear → + position
++ token type → N → dropout. Runs the reference inside its custom op until its kernels land.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mbkernels import backend
+from mbkernels.ops import reference
+from mbkernels.ops._registry import OpDef, define
+from mbkernels.ops.dropout import new_seed
+
+
+def _fake(input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings, transformation_weight,
+          transformation_bias, position_embeddings, *rest):
+    b, s = token_type_ids.shape
+    return word_embeddings.new_empty((b, s, position_embeddings.shape[1]))
+
+
+EMBEDDING = define(OpDef(
+    name="embedding",
+    args=("Tensor? input_ids, Tensor? inputs_embeds, Tensor token_type_ids, Tensor position_ids, "
+          "Tensor word_embeddings, Tensor? transformation_weight, Tensor? transformation_bias, "
+          "Tensor position_embeddings, Tensor token_type_embeddings, Tensor norm_weight, Tensor norm_bias, "
+          "int? padding_idx, bool trigram, str norm, float eps, float dropout_p, Tensor? seed"),
+    returns="Tensor",
+    reference_forward=reference.embedding,
+    fake=_fake,
+))
+
+
+def embedding(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
+              token_type_ids: torch.Tensor, position_ids: torch.Tensor, word_embeddings: torch.Tensor,
+              transformation_weight: torch.Tensor | None, transformation_bias: torch.Tensor | None,
+              position_embeddings: torch.Tensor, token_type_embeddings: torch.Tensor,
+              norm_weight: torch.Tensor, norm_bias: torch.Tensor, padding_idx: int | None = None,
+              trigram: bool = True, norm: str = "nonorm", eps: float = 1e-5,
+              dropout_p: float = 0.0) -> torch.Tensor:
+    """MobileBERT's embeddings [B, S, hidden]; exactly one of input_ids / inputs_embeds is given.
+
+    `token_type_ids` and `position_ids` are [B, S] (position_ids may be [1, S]).
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("embedding: expected exactly one of input_ids or inputs_embeds, got "
+                         f"{'both' if input_ids is not None else 'neither'}")
+    position_ids = position_ids.expand(token_type_ids.shape)
+    args = (input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings, transformation_weight,
+            transformation_bias, position_embeddings, token_type_embeddings, norm_weight, norm_bias,
+            padding_idx, trigram, norm, eps, dropout_p)
+    if backend.current_backend() == "reference":
+        return reference.embedding(*args, None)
+    return torch.ops.mbkernels.embedding(*args, new_seed() if dropout_p > 0 else None)

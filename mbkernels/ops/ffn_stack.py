@@ -1,0 +1,56 @@
+"""ffn_stack: MobileBERT's stacked FFNs as one op. For each i:
+`x = N_i(act(x W1ᵢᵀ + b1ᵢ) W2ᵢᵀ + b2ᵢ + x)`, one eps per FFN (HF: `layer_norm_eps` for the first
+ones, 1e-5 for the last), dropout on the last FFN's output. Runs the reference inside its custom op
+until its kernels land.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mbkernels import backend
+from mbkernels.ops import reference
+from mbkernels.ops._registry import OpDef, define
+from mbkernels.ops.dropout import new_seed
+
+
+def _fake(x, *rest):
+    return x.new_empty(x.shape)
+
+
+FFN_STACK = define(OpDef(
+    name="ffn_stack",
+    args=("Tensor x, Tensor[] intermediate_weights, Tensor[] intermediate_biases, Tensor[] output_weights, "
+          "Tensor[] output_biases, Tensor[] norm_weights, Tensor[] norm_biases, str act, str norm, "
+          "float[] eps, float dropout_p, Tensor? seed"),
+    returns="Tensor",
+    reference_forward=reference.ffn_stack,
+    fake=_fake,
+))
+
+
+def ffn_stack(x: torch.Tensor, intermediate_weights: Sequence[torch.Tensor],
+              intermediate_biases: Sequence[torch.Tensor], output_weights: Sequence[torch.Tensor],
+              output_biases: Sequence[torch.Tensor], norm_weights: Sequence[torch.Tensor],
+              norm_biases: Sequence[torch.Tensor], act: str = "relu", norm: str = "nonorm",
+              eps: Sequence[float] | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """The stacked FFNs; every list has one entry per FFN (at least one)."""
+    n = len(intermediate_weights)
+    lists = {"intermediate_biases": intermediate_biases, "output_weights": output_weights,
+             "output_biases": output_biases, "norm_weights": norm_weights, "norm_biases": norm_biases}
+    if n == 0:
+        raise ValueError("ffn_stack: intermediate_weights expected at least one FFN, got an empty list")
+    for name, lst in lists.items():
+        if len(lst) != n:
+            raise ValueError(f"ffn_stack: {name} expected {n} entries (one per FFN), got {len(lst)}")
+    eps = [1e-12] * n if eps is None else [float(e) for e in eps]
+    if len(eps) != n:
+        raise ValueError(f"ffn_stack: eps expected {n} entries (one per FFN), got {len(eps)}")
+    args = [list(intermediate_weights), list(intermediate_biases), list(output_weights),
+            list(output_biases), list(norm_weights), list(norm_biases)]
+    if backend.current_backend() == "reference":
+        return reference.ffn_stack(x, *args, act, norm, eps, dropout_p, None)
+    seed = new_seed() if dropout_p > 0 else None
+    return torch.ops.mbkernels.ffn_stack(x, *args, act, norm, eps, dropout_p, seed)

@@ -1,0 +1,69 @@
+"""nonorm / layernorm: `(x [+ residual]) * weight + bias` and LayerNorm of `x [+ residual]`.
+
+NoNorm is the op with a C++ kernel from the start (`mbkernels_cpu::nonorm_forward/backward`,
+vectorized per ISA); LayerNorm runs the reference inside its custom op until its kernel lands.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mbkernels import backend
+from mbkernels.ops import reference
+from mbkernels.ops._registry import OpDef, _tensors, define, no_grad_placeholder
+
+_C_DTYPES = (torch.float32, torch.float64, torch.float16)  # fp16 reaches C++, which names the error
+
+
+def _nonorm_cpu(x, weight, bias, residual):
+    if x.dtype not in _C_DTYPES:
+        return NotImplemented
+    return torch.ops.mbkernels_cpu.nonorm_forward(x, weight, bias, residual)
+
+
+def _nonorm_cpu_backward(grads, needs_grad, x, weight, bias, residual):
+    if x.dtype not in _C_DTYPES:
+        return NotImplemented
+    gx, gw, gb = torch.ops.mbkernels_cpu.nonorm_backward(grads[0], x, weight, residual)
+    none = no_grad_placeholder(_tensors((x, weight, bias, residual)))
+    return [gx if needs_grad[0] else none, gw if needs_grad[1] else none,
+            gb if needs_grad[2] else none, gx.clone() if needs_grad[3] else none]
+
+
+def _norm_fake(x, weight, bias, residual, *rest):
+    return x.new_empty(x.shape)
+
+
+NONORM = define(OpDef(
+    name="nonorm",
+    args="Tensor x, Tensor weight, Tensor bias, Tensor? residual",
+    returns="Tensor",
+    reference_forward=reference.nonorm,
+    fake=_norm_fake,
+    cpu=_nonorm_cpu,
+    cpu_backward=_nonorm_cpu_backward,
+))
+
+LAYERNORM = define(OpDef(
+    name="layernorm",
+    args="Tensor x, Tensor weight, Tensor bias, Tensor? residual, float eps",
+    returns="Tensor",
+    reference_forward=reference.layernorm,
+    fake=_norm_fake,
+))
+
+
+def nonorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """NoNorm of `x [+ residual]` over the last dimension."""
+    if backend.current_backend() == "reference":
+        return reference.nonorm(x, weight, bias, residual)
+    return torch.ops.mbkernels.nonorm(x, weight, bias, residual)
+
+
+def layernorm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+              residual: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
+    """LayerNorm of `x [+ residual]` over the last dimension."""
+    if backend.current_backend() == "reference":
+        return reference.layernorm(x, weight, bias, residual, eps)
+    return torch.ops.mbkernels.layernorm(x, weight, bias, residual, eps)
