@@ -1,0 +1,42 @@
+// AVX2 + FMA: 8 fp32 lanes in a ymm register. Include only from translation units compiled with
+// the avx2 flags (-mavx2 -mfma -mf16c, see mbk_isa_sources).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace mbk::simd::avx2 {
+
+struct VecF32 {
+  using value_type = float;
+  using reg = __m256;
+  static constexpr int W = 8;
+
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg set1(float v) { return _mm256_set1_ps(v); }
+  static reg load(const float* p) { return _mm256_load_ps(p); }
+  static reg loadu(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, reg v) { _mm256_store_ps(p, v); }
+  static void storeu(float* p, reg v) { _mm256_storeu_ps(p, v); }
+  // n in [0, W): masked lanes are neither read (no fault past the end) nor written.
+  static __m256i tail_mask(int n) {
+    alignas(32) static const int32_t kTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                   0,  0,  0,  0,  0,  0,  0,  0};
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTable + 8 - n));
+  }
+  static reg load_partial(const float* p, int n) { return _mm256_maskload_ps(p, tail_mask(n)); }
+  static void store_partial(float* p, reg v, int n) { _mm256_maskstore_ps(p, tail_mask(n), v); }
+  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
+  static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static float reduce_add(reg v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+};
+
+}  // namespace mbk::simd::avx2

@@ -1,0 +1,47 @@
+// NEON (AArch64 Advanced SIMD): 4 fp32 lanes in a q register. On x86 the same intrinsics compile
+// through SIMDe (SIMDE_ENABLE_NATIVE_ALIASES), so the NEON kernels are tested on the build host.
+// NEON has no masked load/store: tails go through a small stack buffer.
+#pragma once
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#else
+#ifndef SIMDE_ENABLE_NATIVE_ALIASES
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#endif
+#include <simde/arm/neon.h>
+#endif
+
+namespace mbk::simd::neon {
+
+struct VecF32 {
+  using value_type = float;
+  using reg = float32x4_t;
+  static constexpr int W = 4;
+
+  static reg zero() { return vdupq_n_f32(0.0f); }
+  static reg set1(float v) { return vdupq_n_f32(v); }
+  static reg load(const float* p) { return vld1q_f32(p); }
+  static reg loadu(const float* p) { return vld1q_f32(p); }
+  static void store(float* p, reg v) { vst1q_f32(p, v); }
+  static void storeu(float* p, reg v) { vst1q_f32(p, v); }
+  // n in [0, W): lanes at and beyond n read as 0 and are not written.
+  static reg load_partial(const float* p, int n) {
+    float buf[W] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < n; ++i) buf[i] = p[i];
+    return vld1q_f32(buf);
+  }
+  static void store_partial(float* p, reg v, int n) {
+    float buf[W];
+    vst1q_f32(buf, v);
+    for (int i = 0; i < n; ++i) p[i] = buf[i];
+  }
+  static reg add(reg a, reg b) { return vaddq_f32(a, b); }
+  static reg mul(reg a, reg b) { return vmulq_f32(a, b); }
+  static reg max(reg a, reg b) { return vmaxq_f32(a, b); }
+  // vfmaq_f32(c, a, b) = c + a * b, fused (fmla).
+  static reg fmadd(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }
+  static float reduce_add(reg v) { return vaddvq_f32(v); }
+};
+
+}  // namespace mbk::simd::neon

@@ -1,0 +1,127 @@
+// The private CPU ops that mbkernels' Python custom ops call: thin wrappers that check their
+// arguments, make them contiguous and run the torch-free kernels of csrc/core. Schemas are frozen
+// (DESIGN.md, "The ops"); the public autograd-enabled ops live in mbkernels/ops/.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+#include "ops/nonorm.h"
+
+namespace mbk::torch_cpu {
+namespace {
+
+void check_tensor(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "mbkernels_cpu::", op, ": ", name,
+              " must be a CPU tensor, got device ", t.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
+              "mbkernels_cpu::", op, ": ", name,
+              " must be float32 or float64 (the C++ CPU kernels take float32/float64; the "
+              "reference and Triton backends take float16/bfloat16), got ",
+              t.scalar_type());
+}
+
+void check_same_dtype(const at::Tensor& t, const at::Tensor& x, const char* op,
+                      const char* name) {
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), "mbkernels_cpu::", op, ": ", name,
+              " must have the dtype of x (", x.scalar_type(), "), got ", t.scalar_type());
+}
+
+// x is [..., C] with C = weight.numel(); weight (and bias) are [C]; residual is shaped like x.
+void check_nonorm_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                       const at::Tensor* bias, const std::optional<at::Tensor>& residual) {
+  check_tensor(x, op, "x");
+  check_tensor(weight, op, "weight");
+  check_same_dtype(weight, x, op, "weight");
+  TORCH_CHECK(x.dim() >= 1, "mbkernels_cpu::", op,
+              ": x must have at least 1 dimension (features last), got a 0-d tensor");
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == x.size(-1), "mbkernels_cpu::", op,
+              ": weight must have shape [", x.size(-1), "] (the last dim of x), got ",
+              weight.sizes());
+  if (bias != nullptr) {
+    check_tensor(*bias, op, "bias");
+    check_same_dtype(*bias, x, op, "bias");
+    TORCH_CHECK(bias->sizes() == weight.sizes(), "mbkernels_cpu::", op, ": bias must have shape ",
+                weight.sizes(), " (like weight), got ", bias->sizes());
+  }
+  if (residual.has_value()) {
+    check_tensor(*residual, op, "residual");
+    check_same_dtype(*residual, x, op, "residual");
+    TORCH_CHECK(residual->sizes() == x.sizes(), "mbkernels_cpu::", op,
+                ": residual must have the shape of x ", x.sizes(), ", got ", residual->sizes());
+  }
+}
+
+template <typename T>
+const T* ptr_or_null(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->const_data_ptr<T>() : nullptr;
+}
+
+at::Tensor nonorm_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                          const std::optional<at::Tensor>& residual) {
+  check_nonorm_args("nonorm_forward", x, weight, &bias, residual);
+  const at::Tensor xc = x.contiguous(), wc = weight.contiguous(), bc = bias.contiguous();
+  std::optional<at::Tensor> rc;
+  if (residual.has_value()) rc = residual->contiguous();
+  at::Tensor y = at::empty(x.sizes(), xc.options());
+  const int64_t cols = weight.numel();
+  const int64_t rows = cols > 0 ? xc.numel() / cols : 0;
+  const int threads = at::get_num_threads();
+  if (x.scalar_type() == at::kFloat)
+    mbk::ops::nonorm_forward(xc.const_data_ptr<float>(), ptr_or_null<float>(rc),
+                             wc.const_data_ptr<float>(), bc.const_data_ptr<float>(),
+                             y.mutable_data_ptr<float>(), rows, cols, threads);
+  else
+    mbk::ops::nonorm_forward(xc.const_data_ptr<double>(), ptr_or_null<double>(rc),
+                             wc.const_data_ptr<double>(), bc.const_data_ptr<double>(),
+                             y.mutable_data_ptr<double>(), rows, cols, threads);
+  return y;
+}
+
+// Returns (grad_x, grad_weight, grad_bias); grad_x is also the residual's gradient.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> nonorm_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& residual) {
+  check_nonorm_args("nonorm_backward", x, weight, nullptr, residual);
+  check_tensor(grad_out, "nonorm_backward", "grad_out");
+  check_same_dtype(grad_out, x, "nonorm_backward", "grad_out");
+  TORCH_CHECK(grad_out.sizes() == x.sizes(), "mbkernels_cpu::nonorm_backward: grad_out must have "
+              "the shape of x ", x.sizes(), ", got ", grad_out.sizes());
+  const at::Tensor gc = grad_out.contiguous(), xc = x.contiguous(), wc = weight.contiguous();
+  std::optional<at::Tensor> rc;
+  if (residual.has_value()) rc = residual->contiguous();
+  at::Tensor gx = at::empty(x.sizes(), xc.options());
+  at::Tensor gw = at::empty(weight.sizes(), wc.options());
+  at::Tensor gb = at::empty(weight.sizes(), wc.options());
+  const int64_t cols = weight.numel();
+  const int64_t rows = cols > 0 ? xc.numel() / cols : 0;
+  const int threads = at::get_num_threads();
+  if (x.scalar_type() == at::kFloat)
+    mbk::ops::nonorm_backward(gc.const_data_ptr<float>(), xc.const_data_ptr<float>(),
+                              ptr_or_null<float>(rc), wc.const_data_ptr<float>(),
+                              gx.mutable_data_ptr<float>(), gw.mutable_data_ptr<float>(),
+                              gb.mutable_data_ptr<float>(), rows, cols, threads);
+  else
+    mbk::ops::nonorm_backward(gc.const_data_ptr<double>(), xc.const_data_ptr<double>(),
+                              ptr_or_null<double>(rc), wc.const_data_ptr<double>(),
+                              gx.mutable_data_ptr<double>(), gw.mutable_data_ptr<double>(),
+                              gb.mutable_data_ptr<double>(), rows, cols, threads);
+  return {gx, gw, gb};
+}
+
+}  // namespace
+}  // namespace mbk::torch_cpu
+
+TORCH_LIBRARY(mbkernels_cpu, m) {
+  m.def("nonorm_forward(Tensor x, Tensor weight, Tensor bias, Tensor? residual) -> Tensor");
+  m.def(
+      "nonorm_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? residual) -> "
+      "(Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(mbkernels_cpu, CPU, m) {
+  m.impl("nonorm_forward", &mbk::torch_cpu::nonorm_forward);
+  m.impl("nonorm_backward", &mbk::torch_cpu::nonorm_backward);
+}
