@@ -93,11 +93,24 @@ def _run(args, cpu: Kernel | None, triton: Kernel | None, name: str, fallback: C
     return tuple(o.contiguous() for o in out) if isinstance(out, tuple) else out.contiguous()
 
 
+def _autograd_inside_op():
+    """A custom op's kernel runs with the Autograd dispatch keys excluded, so a graph built inside it
+    records nothing; lift that exclusion (leaving the rest, e.g. autocast's, as it is)."""
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for key in _AUTOGRAD_KEYS:
+        exclude = exclude.remove(key)
+    return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude)
+
+
+_AUTOGRAD_KEYS = [getattr(torch._C.DispatchKey, k) for k in dir(torch._C.DispatchKey)
+                  if k.startswith("Autograd") or k == "ADInplaceOrView"]
+
+
 def reference_vjp(reference_forward: Callable, grads, needs_grad, args) -> list[torch.Tensor]:
     """Gradients of the reference by recomputing it under autograd (the fallback backward)."""
     flat = _tensors(args)
     leaves: list[torch.Tensor | None] = []
-    with torch.enable_grad():
+    with _autograd_inside_op(), torch.enable_grad():
         new_args, i = [], 0
         for a in args:
             if isinstance(a, (list, tuple)) and (len(a) == 0 or isinstance(a[0], torch.Tensor)):
@@ -118,11 +131,19 @@ def reference_vjp(reference_forward: Callable, grads, needs_grad, args) -> list[
         got = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
                                   allow_unused=True) if pairs and wanted else [None] * len(wanted)
     got_iter = iter(got)
+    # Custom-op outputs may alias neither inputs nor each other; autograd hands out the same tensor
+    # for x and residual (and the incoming gradient itself for an identity path): copy those.
+    seen = {t.untyped_storage().data_ptr() for t in [*flat, *grads] if t is not None and t.numel()}
     result = []
     for t, leaf in zip(flat, leaves):
         g = next(got_iter) if leaf is not None else None
         if g is None:
             g = torch.zeros_like(t) if leaf is not None else no_grad_placeholder(flat)
+        elif g.numel():
+            if g.untyped_storage().data_ptr() in seen:
+                g = g.clone()
+            g = g.contiguous()  # the fake says contiguous; autograd may hand out transposes
+            seen.add(g.untyped_storage().data_ptr())
         result.append(g)
     return result
 
@@ -143,7 +164,7 @@ def no_grad_placeholder(flat) -> torch.Tensor:
 
 def _grads_fake(grads, needs_grad, *args) -> list[torch.Tensor]:
     flat = _tensors(args)
-    return [torch.empty_like(t) if t is not None and needs_grad[i] and t.is_floating_point()
+    return [t.new_empty(t.shape) if t is not None and needs_grad[i] and t.is_floating_point()
             else no_grad_placeholder(flat) for i, t in enumerate(flat)]
 
 
