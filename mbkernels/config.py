@@ -25,6 +25,7 @@ _HF_ONLY_KEYS = {
     "eos_token_id", "sep_token_id", "decoder_start_token_id", "label2id", "finetuning_task",
     "tokenizer_class", "prefix", "task_specific_params", "pruned_heads", "torchscript",
     "_attn_implementation_autoset", "_commit_hash", "embedding_dropout", "output_scores",
+    "true_hidden_size",  # derived from use_bottleneck; recomputed here
 }
 
 

@@ -6,9 +6,6 @@ import torch
 import mbkernels
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long runs, excluded from CI; run by hand")
-
 
 @pytest.fixture(autouse=True)
 def _seed_and_restore():
