@@ -1,7 +1,9 @@
 """attention: softmax(QKᵀ/√d + mask) V on [B, H, S, D], optionally returning the pre-softmax
 masked scores (masked keys hold finfo(dtype).min) that attention transfer needs.
 
-Runs the reference inside its custom op until its kernels land.
+On CUDA, or under `use_backend("triton")`, forward and backward run the flash-style kernels of
+`mbkernels/triton/attention.py` (head sizes 16–256, powers of two; others run the reference); on
+CPU the reference runs inside the custom op until a C++ kernel lands.
 """
 
 from __future__ import annotations
@@ -10,8 +12,36 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, define
+from mbkernels.ops._registry import OpDef, _tensors, define, no_grad_placeholder
 from mbkernels.ops.dropout import new_seed
+
+
+def _triton_attention(q, k, v):
+    """The Triton attention module when it runs these inputs, else None (the reference runs)."""
+    from mbkernels import triton as mbt
+    if not mbt.available():
+        return None
+    from mbkernels.triton import attention as tk
+    return tk if tk.supported(q, k, v) else None
+
+
+def _attention_triton(q, k, v, key_mask, dropout_p, seed, return_scores):
+    tk = _triton_attention(q, k, v)
+    if tk is None:
+        return NotImplemented
+    return tk.attention_forward(q, k, v, key_mask, dropout_p, seed, return_scores)
+
+
+def _attention_triton_backward(grads, needs_grad, q, k, v, key_mask, dropout_p, seed, return_scores):
+    tk = _triton_attention(q, k, v)
+    if tk is None:
+        return NotImplemented
+    dscores = grads[1] if return_scores and grads[1].numel() else None
+    dq, dk, dv = tk.attention_backward(grads[0], dscores, q, k, v, key_mask, dropout_p, seed)
+    flat = _tensors((q, k, v, key_mask, seed))
+    # A fresh placeholder per slot: custom-op outputs may not alias each other.
+    return [g if need and g is not None else no_grad_placeholder(flat)
+            for g, need in zip((dq, dk, dv, None, None), needs_grad)]
 
 
 def _fake(q, k, v, key_mask, dropout_p, seed, return_scores):
@@ -26,6 +56,8 @@ ATTENTION = define(OpDef(
     returns="(Tensor, Tensor)",
     reference_forward=reference.attention,
     fake=_fake,
+    triton=_attention_triton,
+    triton_backward=_attention_triton_backward,
 ))
 
 

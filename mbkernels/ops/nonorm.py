@@ -1,7 +1,8 @@
 """nonorm / layernorm: `(x [+ residual]) * weight + bias` and LayerNorm of `x [+ residual]`.
 
 NoNorm is the op with a C++ kernel from the start (`mbkernels_cpu::nonorm_forward/backward`,
-vectorized per ISA); LayerNorm runs the reference inside its custom op until its kernel lands.
+vectorized per ISA); LayerNorm runs the reference inside its custom op on CPU until its kernel lands.
+On CUDA, or under `use_backend("triton")`, both directions of both ops run `mbkernels/triton/nonorm.py`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,37 @@ def _nonorm_cpu_backward(grads, needs_grad, x, weight, bias, residual):
             gb if needs_grad[2] else none, gx.clone() if needs_grad[3] else none]
 
 
+def _triton_norm(x, weight):
+    """The Triton norm module when it runs these inputs, else None (the reference runs)."""
+    from mbkernels import triton as mbt
+    if not mbt.available():
+        return None
+    from mbkernels.triton import nonorm as tk
+    return tk if tk.supported(x, weight) else None
+
+
+def _norm_triton(layernorm):
+    def forward(x, weight, bias, residual, eps=0.0):
+        tk = _triton_norm(x, weight)
+        if tk is None:
+            return NotImplemented
+        return tk.norm_forward(x, weight, bias, residual, layernorm, eps)
+    return forward
+
+
+def _norm_triton_backward(layernorm):
+    def backward(grads, needs_grad, x, weight, bias, residual, eps=0.0):
+        tk = _triton_norm(x, weight)
+        if tk is None:
+            return NotImplemented
+        gx, gw, gb = tk.norm_backward(grads[0], x, weight, residual, layernorm, eps)
+        flat = _tensors((x, weight, bias, residual))
+        # A fresh placeholder per slot: custom-op outputs may not alias each other.
+        got = (gx, gw, gb, gx.clone() if residual is not None else None)
+        return [g if need and g is not None else no_grad_placeholder(flat) for g, need in zip(got, needs_grad)]
+    return backward
+
+
 def _norm_fake(x, weight, bias, residual, *rest):
     return x.new_empty(x.shape)
 
@@ -42,6 +74,8 @@ NONORM = define(OpDef(
     fake=_norm_fake,
     cpu=_nonorm_cpu,
     cpu_backward=_nonorm_cpu_backward,
+    triton=_norm_triton(False),
+    triton_backward=_norm_triton_backward(False),
 ))
 
 LAYERNORM = define(OpDef(
@@ -50,6 +84,8 @@ LAYERNORM = define(OpDef(
     returns="Tensor",
     reference_forward=reference.layernorm,
     fake=_norm_fake,
+    triton=_norm_triton(True),
+    triton_backward=_norm_triton_backward(True),
 ))
 
 
