@@ -1,7 +1,9 @@
 """ffn_stack: MobileBERT's stacked FFNs as one op. For each i:
 `x = N_i(act(x W1ᵢᵀ + b1ᵢ) W2ᵢᵀ + b2ᵢ + x)`, one eps per FFN (HF: `layer_norm_eps` for the first
-ones, 1e-5 for the last), dropout on the last FFN's output. Runs the reference inside its custom op
-until its kernels land.
+ones, 1e-5 for the last), dropout on the last FFN's output. On CPU the fp32 forward without
+dropout runs `mbkernels_cpu::ffn_stack_forward` (each thread pushes its row tiles through all the
+FFNs with the intermediate in cache; weights packed once and cached); other dtypes, dropout and the
+backward run the reference inside the custom op.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from mbkernels.ops._registry import OpDef, define
 from mbkernels.ops.dropout import new_seed
 
 
+def _ffn_stack_cpu(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed):
+    # The C++ kernel is the fp32 path without dropout; the reference runs the rest (x and the first
+    # weight decide, as in linear_norm: mixed dtypes are an error the C++ op names).
+    if dropout_p > 0 or x.dtype != torch.float32 or (w1 and w1[0].dtype != torch.float32):
+        return NotImplemented
+    return torch.ops.mbkernels_cpu.ffn_stack_forward(x, w1, b1, w2, b2, nw, nb, act, norm, eps)
+
+
 def _fake(x, *rest):
     return x.new_empty(x.shape)
 
@@ -28,6 +38,7 @@ FFN_STACK = define(OpDef(
     returns="Tensor",
     reference_forward=reference.ffn_stack,
     fake=_fake,
+    cpu=_ffn_stack_cpu,
 ))
 
 

@@ -1,7 +1,9 @@
 """linear_norm: `norm(dropout(x Wᵀ + bias) [+ residual])` — one GEMM with a fused epilogue.
 
-Serves the attention output, the FFN outputs and the output bottleneck. Runs the reference inside
-its custom op until its kernels land.
+Serves the attention output, the FFN outputs and the output bottleneck. On CPU the fp32 forward
+without dropout runs `mbkernels_cpu::linear_norm_forward` (packed-weight GEMM, residual and norm
+fused at store, weights packed once and cached); other dtypes, dropout and the backward run the
+reference inside the custom op.
 """
 
 from __future__ import annotations
@@ -10,8 +12,46 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, define
+from mbkernels.ops._registry import OpDef, _tensors, define, no_grad_placeholder
 from mbkernels.ops.dropout import new_seed
+
+
+def _linear_norm_cpu(x, weight, bias, norm_weight, norm_bias, residual, norm, eps, dropout_p, seed):
+    # The C++ kernel is the fp32 path without dropout; the reference runs the rest. Only x and weight
+    # are looked at (this runs on every call): a float32 x with other tensors of another dtype is an
+    # error either way, and the C++ op names the offending argument.
+    if dropout_p > 0 or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return NotImplemented
+    return torch.ops.mbkernels_cpu.linear_norm_forward(x, weight, bias, norm_weight, norm_bias, residual,
+                                                       norm, eps)
+
+
+def _triton_linear_norm(x, weight, norm):
+    """The Triton linear_norm module when it runs these inputs, else None (the reference runs)."""
+    from mbkernels import triton as mbt
+    if not mbt.available():
+        return None
+    from mbkernels.triton import linear_norm as tk
+    return tk if tk.supported(x, weight, norm) else None
+
+
+def _linear_norm_triton(x, weight, bias, norm_weight, norm_bias, residual, norm, eps, dropout_p, seed):
+    tk = _triton_linear_norm(x, weight, norm)
+    if tk is None:
+        return NotImplemented
+    return tk.linear_norm_forward(x, weight, bias, norm_weight, norm_bias, residual, norm, eps, dropout_p, seed)
+
+
+def _linear_norm_triton_backward(grads, needs_grad, x, weight, bias, norm_weight, norm_bias, residual, norm,
+                                 eps, dropout_p, seed):
+    tk = _triton_linear_norm(x, weight, norm)
+    if tk is None:
+        return NotImplemented
+    got = tk.linear_norm_backward(grads[0], x, weight, bias, norm_weight, norm_bias, residual, norm, eps,
+                                  dropout_p, seed)
+    flat = _tensors((x, weight, bias, norm_weight, norm_bias, residual, seed))
+    # A fresh placeholder per slot: custom-op outputs may not alias each other.
+    return [g if need and g is not None else no_grad_placeholder(flat) for g, need in zip((*got, None), needs_grad)]
 
 
 def _fake(x, weight, bias, norm_weight, norm_bias, residual, norm, eps, dropout_p, seed):
@@ -25,6 +65,9 @@ LINEAR_NORM = define(OpDef(
     returns="Tensor",
     reference_forward=reference.linear_norm,
     fake=_fake,
+    cpu=_linear_norm_cpu,
+    triton=_linear_norm_triton,
+    triton_backward=_linear_norm_triton_backward,
 ))
 
 

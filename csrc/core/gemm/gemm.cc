@@ -1,0 +1,116 @@
+// The GEMM's ISA-independent parts: which kernels an ISA has, weight packing and the threaded
+// driver. Compiled with baseline flags; the per-ISA kernels are in gemm_<isa>.cc.
+#include "gemm/gemm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include "gemm/gemm_kernels.h"
+
+namespace mbk::gemm {
+namespace {
+
+std::atomic<uint64_t> g_pack_count{0};
+
+// Below this many FLOPs (about 1-2 us of one core) one thread beats an OpenMP fork/join.
+constexpr double kParallelMinFlops = 2e5;
+
+}  // namespace
+
+const IsaGemm& isa_gemm(Isa isa) {
+  switch (isa) {
+    case Isa::scalar: return scalar::f32_gemm();
+#ifdef MBK_HAVE_AVX2
+    case Isa::avx2: return avx2::f32_gemm();
+#endif
+#ifdef MBK_HAVE_AVX512
+    case Isa::avx512: return avx512::f32_gemm();
+#endif
+#ifdef MBK_HAVE_NEON
+    case Isa::neon: return neon::f32_gemm();
+#endif
+    default:
+      throw std::invalid_argument(std::string("gemm: ISA '") + isa_name(isa) +
+                                  "' is not compiled into this build");
+  }
+}
+
+Tile tile(Isa isa) { return isa_gemm(isa).tile; }
+
+void PackedWeights::Free::operator()(float* p) const { std::free(p); }
+
+PackedWeights::PackedWeights(const float* w, int64_t stride_n, int64_t stride_k,
+                             const float* bias, int64_t n, int64_t k, Isa isa)
+    : n_(n), k_(k), nr_(tile(isa).nr), isa_(isa) {
+  if (n < 0 || k < 0)
+    throw std::invalid_argument("PackedWeights: n and k must be >= 0, got n=" + std::to_string(n) +
+                                " k=" + std::to_string(k));
+  const size_t bytes = (std::max<size_t>(this->bytes(), 1) + 63) / 64 * 64;
+  float* buf = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (buf == nullptr) throw std::bad_alloc();
+  data_.reset(buf);
+  const int nr = nr_;
+  for (int64_t p = 0; p < panels(); ++p) {
+    float* dst = buf + p * panel_stride();
+    const int64_t n0 = p * nr;
+    for (int j = 0; j < nr; ++j) dst[j] = bias != nullptr && n0 + j < n ? bias[n0 + j] : 0.0f;
+    for (int j = 0; j < nr; ++j) {
+      const int64_t col = n0 + j;
+      float* d = dst + nr + j;
+      if (col < n) {
+        const float* src = w + col * stride_n;
+        for (int64_t kk = 0; kk < k; ++kk) d[kk * nr] = src[kk * stride_k];
+      } else {
+        for (int64_t kk = 0; kk < k; ++kk) d[kk * nr] = 0.0f;
+      }
+    }
+  }
+  g_pack_count.fetch_add(1, std::memory_order_relaxed);
+}
+
+uint64_t pack_count() { return g_pack_count.load(std::memory_order_relaxed); }
+
+void gemm(const float* a, int64_t lda, int64_t m, const PackedWeights& w, float* c, int64_t ldc,
+          const Epilogue& ep, int num_threads) {
+  if (m <= 0 || w.n() == 0) return;
+  const IsaGemm& kern = isa_gemm(w.isa());
+  const GemmArgs g = gemm_args(a, lda, w, c, ldc, ep);
+  const int mr = kern.tile.mr;
+  const int64_t row_blocks = (m + mr - 1) / mr, panels = w.panels();
+  int nt = std::max(num_threads, 1);
+  if (2.0 * double(m) * double(w.n()) * double(w.k()) < kParallelMinFlops) nt = 1;
+  if (nt == 1) {
+    kern.run(g, 0, m, 0, panels);
+    return;
+  }
+  // Whole rows per thread (LayerNorm fused per row block) when there are enough row blocks to
+  // balance; otherwise a grid of row blocks x panel chunks and LayerNorm as a second pass.
+  const int64_t chunks = row_blocks >= 4 * nt ? 1 : std::min<int64_t>(panels, (4 * nt + row_blocks - 1) / row_blocks);
+  const bool ln_pass = chunks > 1 && ep.norm == Norm::layernorm;
+  parallel(nt, [&](int tid, int threads) {
+    if (chunks == 1) {
+      const int64_t r0 = row_blocks * tid / threads * mr;
+      const int64_t r1 = std::min(m, row_blocks * (tid + 1) / threads * mr);
+      if (r0 < r1) kern.run(g, r0, r1, 0, panels);
+      return;
+    }
+    const int64_t tasks = row_blocks * chunks;
+    for (int64_t t = tasks * tid / threads; t < tasks * (tid + 1) / threads; ++t) {
+      const int64_t rb = t / chunks, ch = t % chunks;
+      kern.run(g, rb * mr, std::min(m, rb * mr + mr), panels * ch / chunks,
+               panels * (ch + 1) / chunks);
+    }
+    if (ln_pass) {
+#pragma omp barrier
+      const int64_t r0 = m * tid / threads, r1 = m * (tid + 1) / threads;
+      kern.layernorm_rows(c + r0 * ldc, ldc, r1 - r0, w.n(), ep.norm_weight, ep.norm_bias,
+                          ep.eps);
+    }
+  });
+}
+
+}  // namespace mbk::gemm

@@ -1,0 +1,78 @@
+// Internal: the per-ISA GEMM kernels that gemm.cc and the fused ops (ops/linear_norm.cc,
+// ops/ffn_stack.cc) drive. Each ISA's functions live in their own translation unit
+// (gemm_<isa>.cc) compiled with that ISA's flags; the drivers are compiled with baseline flags and
+// call them through IsaGemm, so they hold no ISA-specific code themselves.
+#pragma once
+
+#include <cstdint>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu.h"
+#include "gemm/gemm.h"
+
+namespace mbk::gemm {
+
+// One call's operands: A [M, K] (row stride lda), packed W (panels of nr columns, panel stride
+// (k + 1) * nr floats, bias first), C [M, N] (row stride ldc) and the epilogue.
+struct GemmArgs {
+  const float* a;
+  int64_t lda;
+  const float* w;
+  int64_t k, n;
+  float* c;
+  int64_t ldc;
+  Epilogue ep;
+};
+
+struct IsaGemm {
+  Tile tile;
+  // Rows [m0, m1) x column panels [p0, p1) of C on the calling thread, row block by row block
+  // (MR rows against every panel). The epilogue is applied at store; LayerNorm too when the
+  // panels are all of them (each row block is normalized right after its last panel, still in L1),
+  // otherwise the caller runs layernorm_rows once the rows are complete.
+  void (*run)(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+  // y[r, :] = LayerNorm(y[r, :]) * w + b in place for r < rows (row stride ldy), n columns.
+  void (*layernorm_rows)(float* y, int64_t ldy, int64_t rows, int64_t n, const float* w,
+                         const float* b, float eps);
+};
+
+// The kernels of isa (std::invalid_argument if not compiled).
+const IsaGemm& isa_gemm(Isa isa);
+
+// The operands of C = epilogue(A Wᵀ + bias) for a packed W.
+inline GemmArgs gemm_args(const float* a, int64_t lda, const PackedWeights& w, float* c,
+                          int64_t ldc, const Epilogue& ep) {
+  return {a, lda, w.data(), w.k(), w.n(), c, ldc, ep};
+}
+
+// Runs fn(thread_id, thread_count) on num_threads OpenMP threads (fewer if the runtime gives
+// fewer; the count fn sees is the real one). fn may use `#pragma omp barrier`.
+template <class F>
+void parallel(int num_threads, F&& fn) {
+#ifdef _OPENMP
+  if (num_threads > 1) {
+#pragma omp parallel num_threads(num_threads)
+    fn(omp_get_thread_num(), omp_get_num_threads());
+    return;
+  }
+#endif
+  fn(0, 1);
+}
+
+namespace scalar {
+const IsaGemm& f32_gemm();
+}
+namespace avx2 {
+const IsaGemm& f32_gemm();
+}
+namespace avx512 {
+const IsaGemm& f32_gemm();
+}
+namespace neon {
+const IsaGemm& f32_gemm();
+}
+
+}  // namespace mbk::gemm

@@ -1,0 +1,108 @@
+#include "ops/ffn_stack.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gemm/gemm_kernels.h"
+
+namespace mbk::ops {
+namespace {
+
+// A thread's rows go through the stack in tiles of at most this many rows: the tile's
+// intermediate (rows x inter floats, 128 KiB at 64 x 512) and its slice of x stay in L2 while
+// the FFNs' weights stream through.
+constexpr int64_t kMaxTileRows = 64;
+// Below this many FLOPs one thread beats an OpenMP fork/join.
+constexpr double kParallelMinFlops = 2e5;
+
+void check_ffns(const FfnWeights* ffns, int count) {
+  if (count < 1) throw std::invalid_argument("ffn_stack_forward: expected at least one FFN");
+  const int64_t width = ffns[0].intermediate->k();
+  const Isa isa = ffns[0].intermediate->isa();
+  for (int i = 0; i < count; ++i) {
+    const gemm::PackedWeights& w1 = *ffns[i].intermediate;
+    const gemm::PackedWeights& w2 = *ffns[i].output;
+    const std::string at = "ffn_stack_forward: FFN " + std::to_string(i) + ": ";
+    if (w1.k() != width || w2.n() != width || w2.k() != w1.n())
+      throw std::invalid_argument(at + "expected W1 [inter, " + std::to_string(width) +
+                                  "] and W2 [" + std::to_string(width) + ", inter], got W1 [" +
+                                  std::to_string(w1.n()) + ", " + std::to_string(w1.k()) +
+                                  "] and W2 [" + std::to_string(w2.n()) + ", " +
+                                  std::to_string(w2.k()) + "]");
+    if (w1.isa() != isa || w2.isa() != isa)
+      throw std::invalid_argument(at + "weights packed for different ISAs");
+  }
+}
+
+// Per calling thread, reused across calls: a fresh allocation of this size would be an mmap and
+// page faults on every call.
+std::vector<float>& scratch(size_t floats) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < floats) buf.resize(floats);
+  return buf;
+}
+
+}  // namespace
+
+void ffn_stack_forward(const float* x, int64_t ldx, int64_t rows, const FfnWeights* ffns,
+                       int count, gemm::Act act, gemm::Norm norm, float* y, int64_t ldy,
+                       int num_threads) {
+  check_ffns(ffns, count);
+  if (act == gemm::Act::none || norm == gemm::Norm::none)
+    throw std::invalid_argument("ffn_stack_forward: act must be relu or gelu, norm nonorm or layernorm");
+  const int64_t width = ffns[0].intermediate->k();
+  if (rows <= 0 || width == 0) return;
+  const gemm::IsaGemm& kern = gemm::isa_gemm(ffns[0].intermediate->isa());
+  const int mr = kern.tile.mr;
+  int64_t inter = 0;
+  double flops = 0.0;
+  for (int i = 0; i < count; ++i) {
+    inter = std::max(inter, ffns[i].intermediate->n());
+    flops += 4.0 * double(rows) * double(width) * double(ffns[i].intermediate->n());
+  }
+  const int64_t row_blocks = (rows + mr - 1) / mr;
+  int nt = static_cast<int>(std::min<int64_t>(std::max(num_threads, 1), row_blocks));
+  if (flops < kParallelMinFlops) nt = 1;
+  // Tile rows: a thread's share of row blocks split into equal tiles of at most kMaxTileRows.
+  const int64_t blocks_per_thread = (row_blocks + nt - 1) / nt;
+  const int64_t max_tile_blocks = std::max<int64_t>(1, kMaxTileRows / mr);
+  const int64_t tiles_per_thread = (blocks_per_thread + max_tile_blocks - 1) / max_tile_blocks;
+  const int64_t tile_rows = (blocks_per_thread + tiles_per_thread - 1) / tiles_per_thread * mr;
+  float* hbuf = scratch(static_cast<size_t>(nt * tile_rows * std::max<int64_t>(inter, 1))).data();
+
+  gemm::parallel(nt, [&](int tid, int threads) {
+    const int64_t r0 = std::min(rows, row_blocks * tid / threads * mr);
+    const int64_t r1 = std::min(rows, row_blocks * (tid + 1) / threads * mr);
+    float* h = hbuf + tid * tile_rows * inter;
+    for (int64_t t0 = r0; t0 < r1; t0 += tile_rows) {
+      const int64_t n = std::min(tile_rows, r1 - t0);
+      const float* in = x + t0 * ldx;
+      int64_t ldin = ldx;
+      float* out = y + t0 * ldy;
+      for (int i = 0; i < count; ++i) {
+        const FfnWeights& f = ffns[i];
+        gemm::Epilogue e1;
+        e1.act = act;
+        const gemm::GemmArgs g1 = gemm::gemm_args(in, ldin, *f.intermediate, h,
+                                                  f.intermediate->n(), e1);
+        kern.run(g1, 0, n, 0, f.intermediate->panels());
+        // The residual is this FFN's input: for i > 0 that is `out` itself, read before written.
+        gemm::Epilogue e2;
+        e2.residual = in;
+        e2.ld_residual = ldin;
+        e2.norm = norm;
+        e2.norm_weight = f.norm_weight;
+        e2.norm_bias = f.norm_bias;
+        e2.eps = f.eps;
+        const gemm::GemmArgs g2 = gemm::gemm_args(h, f.intermediate->n(), *f.output, out, ldy, e2);
+        kern.run(g2, 0, n, 0, f.output->panels());
+        in = out;
+        ldin = ldy;
+      }
+    }
+  });
+}
+
+}  // namespace mbk::ops
