@@ -56,23 +56,29 @@ def _tensors(args) -> list[torch.Tensor | None]:
     return flat
 
 
-def _device_of(args) -> torch.device:
-    for t in _tensors(args):
-        if t is not None:
-            return t.device
-    raise ValueError("op called without any tensor argument")
+def _device_and_fp16(args) -> tuple[torch.device, bool]:
+    """The first tensor argument's device, and whether any tensor argument is float16 (one pass:
+    this runs on every op call)."""
+    device, fp16 = None, False
+    for a in args:
+        for t in (a if isinstance(a, (list, tuple)) else (a,)):
+            if isinstance(t, torch.Tensor):
+                device = device or t.device
+                fp16 = fp16 or t.dtype == torch.float16
+    if device is None:
+        raise ValueError("op called without any tensor argument")
+    return device, fp16
 
 
 def _label(args, cpu: Kernel | None, triton: Kernel | None, name: str) -> tuple[Kernel | None, str]:
     """The kernel for these arguments' device and the active backend, and what to call it."""
-    device = _device_of(args)
-    if device.type == "cpu" and backend.current_backend() == "fused" and not name.endswith("_backward"):
-        dtypes = {t.dtype for t in _tensors(args) if t is not None and t.is_floating_point()}
-        if torch.float16 in dtypes:
-            raise TypeError(f"mbkernels.ops.{name}: the fused CPU backend takes float32, float64 "
-                            "or bfloat16 tensors, got float16 (use bfloat16, or "
-                            "use_backend('reference') for float16 on CPU)")
-    if backend.current_backend() == "triton" or device.type == "cuda":
+    device, fp16 = _device_and_fp16(args)
+    current = backend.current_backend()
+    if fp16 and device.type == "cpu" and current == "fused" and not name.endswith("_backward"):
+        raise TypeError(f"mbkernels.ops.{name}: the fused CPU backend takes float32, float64 "
+                        "or bfloat16 tensors, got float16 (use bfloat16, or "
+                        "use_backend('reference') for float16 on CPU)")
+    if current == "triton" or device.type == "cuda":
         return triton, "triton"
     if device.type == "cpu" and backend._C is not None:
         return cpu, f"cpu:{backend._C.get_isa()}"
