@@ -5,6 +5,8 @@ path, on outputs, every hidden state, attention probabilities, MLM / NSP logits 
 of a scalar loss with respect to every parameter; padded batches with masks.
 """
 
+import copy
+
 import pytest
 import torch
 
@@ -72,10 +74,12 @@ def _compare(ours, theirs, backend, dtype, init, grads=True):
         # Probabilities of padded query rows are as defined as the real ones; compare all.
         checks[f"attentions[{i}]"] = (x, y)
     if grads:
+        truth = _float64_grads(ours, ids, types, mask) if (backend, dtype) == ("fused", torch.float32) else None
         with mbkernels.use_backend(backend):
             _loss(a).backward()
         _loss(b).backward()
     theirs_params = dict(theirs.named_parameters())
+    bounds = {}
     for name, p in ours.named_parameters() if grads else ():
         q = theirs_params[name]
         assert (p.grad is None) == (q.grad is None), name
@@ -87,11 +91,26 @@ def _compare(ours, theirs, backend, dtype, init, grads=True):
             scale = ours.get_parameter(name.replace("bias", "weight")).grad.norm()
             assert p.grad.norm() <= 1e-4 * scale and q.grad.norm() <= 1e-4 * scale, name
             continue
-        checks[f"grad {name}"] = (p.grad, q.grad)
+        if truth is None:
+            checks[f"grad {name}"] = (p.grad, q.grad)
+        else:
+            # Fused fp32 gradients against the float64 truth, no less accurate than HF's own fp32
+            # ones (weight-gradient rows that cancel make any two fp32 summation orders differ).
+            checks[f"grad {name}"] = (p.grad, truth[name])
+            bounds[f"grad {name}"] = max(tol, 2 * rel_err(q.grad, truth[name]))
     errors = {k: rel_err(x, y) for k, (x, y) in checks.items()}
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= tol, f"{worst}: {errors[worst]:.3g} > {tol}"
+    worst = max(errors, key=lambda k: errors[k] / bounds.get(k, tol))
+    assert errors[worst] <= bounds.get(worst, tol), f"{worst}: {errors[worst]:.3g} > {bounds.get(worst, tol):.3g}"
     return a
+
+
+def _float64_grads(ours, ids, types, mask):
+    """Parameter gradients of the same loss from the float64 reference (equal to HF's at 1e-10)."""
+    twin = copy.deepcopy(ours).double()
+    twin.zero_grad()
+    with mbkernels.use_backend("reference"):
+        _loss(_run(twin, ids, types, mask)).backward()
+    return {n: p.grad for n, p in twin.named_parameters() if p.grad is not None}
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
