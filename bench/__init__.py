@@ -1,0 +1,1 @@
+"""mbkernels benchmarks (pytest-benchmark): `pytest bench/ --benchmark-only`; see bench/README.md."""

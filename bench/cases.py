@@ -1,0 +1,289 @@
+"""The benchmark cases: every op of DESIGN.md at MobileBERT's sizes, one MobileBertLayer, the whole
+MobileBertModel (default preset). Weights use `mbkernels.testing.realistic_init_` (activations at
+the 1e5-1e7 scale of the released checkpoint), except fp16, where those activations overflow and
+plain random init is used.
+
+Adding a case is one function:
+
+    @case("my_case", kind="step", providers=("fused", "reference"), modes=("train",))
+    def my_case(spec: Spec) -> Workload:
+        ...build weights and inputs for spec.batch x spec.seq on spec.device in spec.dtype...
+        return Workload(flops=..., providers={"fused": Provider(prepare=lambda: my_step), ...})
+
+where `prepare()` does everything that must stay out of the timed region and returns the step
+(`forward_step` makes one from a forward function for either mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from bench.harness import (MODULE_PROVIDERS, OP_PROVIDERS, ORT_INFO, Provider, Spec, UpstreamGrads, Workload,
+                           case, compile_hf, compile_info, compiled, first, float_leaves, forward_step,
+                           leaf_copies, ort_session)
+from mbkernels import MobileBertConfig, MobileBertModel, flops, use_backend
+from mbkernels.testing import realistic_init_
+
+import op_cases  # noqa: E402  tests/op_cases.py (on sys.path through bench.harness): the op tests' builders
+
+CONFIG = MobileBertConfig.mobilebert()
+SMOKE_LAYERS = 2
+
+
+def total_flops(spec: Spec, forward: int) -> int:
+    return flops.training(forward) if spec.mode == "train" else forward
+
+
+# -- ops ---------------------------------------------------------------------------------------------
+
+def op_workload(spec: Spec, built: tuple, forward_flops: int, shape: str) -> Workload:
+    """Providers of an op: fused (the custom op), reference (eager torch), torch.compile of the reference."""
+    fn, args, kwargs = built
+    args = leaf_copies(args, spec.device)
+    leaves, grads = float_leaves(args), UpstreamGrads()
+
+    def step_of(f):
+        return lambda: forward_step(spec, lambda: f(*args, **kwargs), leaves, grads)
+
+    def expected():
+        with use_backend("reference"), torch.inference_mode():
+            return first(fn(*args, **kwargs))
+
+    providers = {
+        "fused": Provider(step_of(fn)),
+        "reference": Provider(step_of(fn), backend="reference"),
+        "compile": Provider(lambda: step_of(compiled(fn, fullgraph=True))(), backend="reference",
+                            info={"compile": "torch.compile(reference op, dynamic=False, fullgraph=True)"}),
+    }
+    return Workload(total_flops(spec, forward_flops), providers, expected, {"shape": shape})
+
+
+@case("nonorm", kind="op", providers=OP_PROVIDERS)
+def nonorm(spec: Spec) -> Workload:
+    b, s, n = spec.batch, spec.seq, CONFIG.hidden_size
+    built = op_cases.nonorm_case(b, s, n, residual=True, dtype=spec.torch_dtype)
+    return op_workload(spec, built, flops.nonorm(b, s, n), f"(x + r) * w + b, x [B, S, {n}]")
+
+
+@case("linear_norm", kind="op", providers=OP_PROVIDERS)
+def linear_norm(spec: Spec) -> Workload:
+    # The output bottleneck: the last op of every layer.
+    b, s, k, n = spec.batch, spec.seq, CONFIG.true_hidden_size, CONFIG.hidden_size
+    return op_workload(spec, op_cases.linear_norm_case(b, s, k, n, residual=True, dtype=spec.torch_dtype),
+                       flops.linear_norm(b * s, k, n), f"NoNorm(x W^T + b + r), {k} -> {n}")
+
+
+@case("bottleneck_attention", kind="op", providers=OP_PROVIDERS)
+def bottleneck_attention(spec: Spec) -> Workload:
+    c, b, s = CONFIG, spec.batch, spec.seq
+    built = op_cases.bottleneck_attention_case(b, s, c.hidden_size, c.intra_bottleneck_size, c.num_attention_heads,
+                                               mode=c.attention_mode, return_scores=False, dtype=spec.torch_dtype)
+    return op_workload(spec, built, flops.bottleneck_attention(b, s, c.hidden_size, c.intra_bottleneck_size,
+                                                               c.num_attention_heads, c.attention_mode),
+                       f"mode {c.attention_mode}, {c.hidden_size} -> {c.intra_bottleneck_size}, "
+                       f"{c.num_attention_heads} heads, padded key mask")
+
+
+@case("attention", kind="op", providers=OP_PROVIDERS + ("sdpa",))
+def attention(spec: Spec) -> Workload:
+    c, b, s = CONFIG, spec.batch, spec.seq
+    h, d = c.num_attention_heads, c.attention_head_size
+    built = op_cases.attention_case(b, h, s, d, return_scores=False, dtype=spec.torch_dtype)
+    w = op_workload(spec, built, flops.attention(b, h, s, d), f"[B, {h}, S, {d}], padded key mask")
+    _, args, _ = built
+    q, k, v, key_mask = leaf_copies(args, spec.device)  # sdpa's own leaves: same values
+    mask = key_mask[:, None, None, :]
+    w.providers["sdpa"] = Provider(lambda: forward_step(
+        spec, lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), [q, k, v], UpstreamGrads()),
+        info={"sdpa": "F.scaled_dot_product_attention, bool mask"})
+    return w
+
+
+@case("ffn_stack", kind="op", providers=OP_PROVIDERS)
+def ffn_stack(spec: Spec) -> Workload:
+    c, b, s = CONFIG, spec.batch, spec.seq
+    built = op_cases.ffn_stack_case(b, s, c.true_hidden_size, c.intermediate_size, c.num_feedforward_networks,
+                                    dtype=spec.torch_dtype)
+    return op_workload(spec, built, flops.ffn_stack(b * s, c.true_hidden_size, c.intermediate_size,
+                                                    c.num_feedforward_networks),
+                       f"{c.num_feedforward_networks} x ({c.true_hidden_size} -> {c.intermediate_size} -> "
+                       f"{c.true_hidden_size})")
+
+
+@case("embedding", kind="op", providers=OP_PROVIDERS)
+def embedding(spec: Spec) -> Workload:
+    c, b, s = CONFIG, spec.batch, spec.seq
+    built = op_cases.embedding_case(b, s, c.vocab_size, c.embedding_size, c.hidden_size, trigram=c.trigram_input,
+                                    dtype=spec.torch_dtype)
+    return op_workload(spec, built, flops.embedding(b * s, c.embedding_size, c.hidden_size, c.trigram_input),
+                       f"trigram {3 * c.embedding_size} -> {c.hidden_size}, vocab {c.vocab_size}")
+
+
+# -- layer and model ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Models:
+    """Our model and its Hugging Face twin (same weights), shared by the points of one case/device/dtype."""
+
+    key: tuple
+    ours: MobileBertModel
+    _hf: torch.nn.Module | None = None
+
+    @property
+    def hf(self) -> torch.nn.Module:
+        if self._hf is None:
+            from helpers import hf_twin  # tests/helpers.py
+
+            twin = hf_twin(self.ours, "MobileBertModel")
+            twin.set_attn_implementation("sdpa")  # HF's default (hf_twin picks eager for attention outputs)
+            self._hf = twin.to(self.ours.embeddings.position_ids.device)
+        return self._hf
+
+
+_models: list[_Models] = []
+
+
+def models(spec: Spec, layers: int) -> _Models:
+    key = (spec.case, spec.device, spec.dtype, layers)
+    if not _models or _models[0].key != key:
+        _models.clear()
+        config = dataclasses.replace(CONFIG, num_hidden_layers=layers)
+        ours = MobileBertModel(config)
+        if spec.dtype != "fp16":
+            realistic_init_(ours)
+        _models.append(_Models(key, ours.to(spec.device, spec.torch_dtype)))
+    m = _models[0]
+    m.ours.train(spec.mode == "train")
+    if m._hf is not None:
+        m._hf.train(spec.mode == "train")
+    return m
+
+
+def _ids(spec: Spec, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-length sequences (attention mask all ones): every provider gets the same tensors."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, vocab, (spec.batch, spec.seq), generator=g).to(spec.device)
+    return ids, torch.ones_like(ids)
+
+
+def module_providers(spec: Spec, ours_forward, ours_params, hf_module, hf_forward, export) -> dict[str, Provider]:
+    """fused / reference run our module; hf and compile run the HF twin; ort runs its ONNX export.
+
+    hf_module() returns the HF twin (built on first use), hf_forward(module) calls it or a compiled
+    copy of it, export() returns (module, args, input names) for the ONNX export.
+    """
+    grads = UpstreamGrads()
+    whole_model = spec.case == "model"
+
+    def ours_step():
+        return forward_step(spec, ours_forward, ours_params, grads)
+
+    def hf_step():
+        hf = hf_module()
+        return forward_step(spec, lambda: hf_forward(hf), list(hf.parameters()), grads)
+
+    def compile_step():
+        target = compile_hf(hf_module(), whole_model)
+        return forward_step(spec, lambda: hf_forward(target), list(target.parameters()), grads)
+
+    def ort_step():
+        session, feeds = ort_session(*export())
+        return lambda: session.run(None, feeds)[0]
+
+    hf_info = {"hf_attn_implementation": "sdpa"}
+    return {
+        "fused": Provider(ours_step),
+        "reference": Provider(ours_step, backend="reference"),
+        "hf": Provider(hf_step, info=hf_info),
+        "compile": Provider(compile_step, info={"compile": compile_info(whole_model), **hf_info}),
+        "ort": Provider(ort_step, info=dict(ORT_INFO)),
+    }
+
+
+class _LastHidden(torch.nn.Module):
+    """HF model -> last_hidden_state, the tensor exported to ONNX."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class _LayerWithMask(torch.nn.Module):
+    """HF layer with its (prepared) attention mask bound, the module exported to ONNX."""
+
+    def __init__(self, layer: torch.nn.Module, mask):
+        super().__init__()
+        self.layer, self.mask = layer, mask
+
+    def forward(self, hidden_states):
+        return first(self.layer(hidden_states, attention_mask=self.mask))
+
+
+@case("layer", kind="layer", providers=MODULE_PROVIDERS)
+def layer(spec: Spec) -> Workload:
+    from transformers.masking_utils import create_bidirectional_mask
+
+    m = models(spec, layers=1)
+    ids, mask = _ids(spec, CONFIG.vocab_size)
+    with torch.no_grad():
+        h = m.ours.embeddings(ids).detach()  # realistic inputs: the embeddings' output
+    h.requires_grad_(spec.mode == "train")
+    key_mask = mask.bool()
+    ours = m.ours.encoder.layer[0]
+
+    @functools.cache
+    def hf_mask():
+        """What HF's model hands its layers (None for sdpa without padding): prepared once."""
+        return create_bidirectional_mask(config=m.hf.config, inputs_embeds=h, attention_mask=mask)
+
+    def hf_module():
+        hf_mask()
+        return m.hf.encoder.layer[0]
+
+    def hf_forward(layer_module):
+        return layer_module(h, attention_mask=hf_mask())
+
+    def export():
+        return _LayerWithMask(hf_module(), hf_mask()).eval(), (h.detach(),), ["hidden_states"]
+
+    def expected():
+        with use_backend("reference"), torch.inference_mode():
+            return first(ours(h, key_mask))
+
+    providers = module_providers(spec, lambda: ours(h, key_mask), [*ours.parameters(), h], hf_module, hf_forward,
+                                 export)
+    c = CONFIG
+    return Workload(total_flops(spec, flops.layer(c, spec.batch, spec.seq)), providers, expected,
+                    {"shape": f"one MobileBertLayer (mobilebert preset), h [B, S, {c.hidden_size}]"})
+
+
+@case("model", kind="model", providers=MODULE_PROVIDERS)
+def model(spec: Spec) -> Workload:
+    layers = SMOKE_LAYERS if spec.smoke else CONFIG.num_hidden_layers
+    m = models(spec, layers)
+    ids, mask = _ids(spec, CONFIG.vocab_size)
+    ours = m.ours
+
+    def ours_forward():
+        return ours(ids, attention_mask=mask)
+
+    def hf_forward(hf):
+        return hf(input_ids=ids, attention_mask=mask)
+
+    def export():
+        return _LastHidden(m.hf).eval(), (ids, mask), ["input_ids", "attention_mask"]
+
+    def expected():
+        with use_backend("reference"), torch.inference_mode():
+            return first(ours_forward())
+
+    providers = module_providers(spec, ours_forward, list(ours.parameters()), lambda: m.hf, hf_forward, export)
+    return Workload(total_flops(spec, flops.model(ours.config, spec.batch, spec.seq)), providers, expected,
+                    {"layers": layers, "shape": f"MobileBertModel (mobilebert preset, {layers} layers), ids [B, S]"})
