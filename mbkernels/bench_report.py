@@ -117,9 +117,9 @@ def _num(x: float | None, fmt: str = ".3g") -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A Markdown table: the first column left-aligned, the numbers right-aligned."""
-    align = "|---|" + "---:|" * (len(header) - 1)
+def _table(header: list[str], rows: list[list[str]], numbers: bool = True) -> list[str]:
+    """A Markdown table: the first column left-aligned, the others right-aligned if `numbers`."""
+    align = "|---|" + ("---:|" if numbers else "---|") * (len(header) - 1)
     return ["| " + " | ".join(header) + " |", align] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
@@ -180,7 +180,7 @@ def _machine_section(meta: dict) -> list[str]:
     rows.append(["grid / compile peer", f"{meta.get('level', '?')} / {meta.get('compile_style', '?')}"])
     if meta.get("datetime"):
         rows.append(["run", f"{meta['datetime']}" + (f", commit {meta['commit'][:10]}" if meta.get("commit") else "")])
-    return ["## Machine", "", *_table(["", ""], rows), ""]
+    return ["## Machine", "", *_table(["", ""], rows, numbers=False), ""]
 
 
 def _headline(records: list[dict]) -> list[str]:
