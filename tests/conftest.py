@@ -24,3 +24,19 @@ def cpu_isas() -> list[str]:
 
 requires_C = pytest.mark.skipif(mbkernels.backend._C is None, reason="mbkernels._C is not built")
 SLOW = os.environ.get("MBK_SLOW") == "1"
+
+
+@pytest.fixture(params=mbkernels.backend.supported_isas())
+def isa(request):
+    """Each ISA this machine runs, made active (the autouse fixture above restores the default)."""
+    mbkernels.backend._C.set_isa(request.param)
+    assert mbkernels.backend.active_isa() == request.param
+    return request.param
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(old)

@@ -52,21 +52,6 @@ def restore_isa():
     _C.set_isa(original)
 
 
-@pytest.fixture(params=_C.supported_isas())
-def isa(request, restore_isa):
-    _C.set_isa(request.param)
-    assert _C.get_isa() == request.param
-    return request.param
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    old = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contig", "strided"])
 @pytest.mark.parametrize("residual", [False, True], ids=["nores", "res"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)

@@ -18,20 +18,6 @@ TOKENS = [1, 7, 127, 129, 513]
 TOL = 1e-5
 
 
-@pytest.fixture(params=backend.supported_isas())
-def isa(request):
-    _C.set_isa(request.param)  # conftest restores the default ISA after each test
-    return request.param
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    old = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(old)
-
-
 def _lin(n_out, n_in, g, bias=True):
     w = torch.randn(n_out, n_in, generator=g) * n_in ** -0.5
     return w, (torch.randn(n_out, generator=g) * 0.1 if bias else None)

@@ -40,20 +40,20 @@ def _unmask(o):
 
 
 def _grads_of(fn, args, kwargs, be, seed=3):
-    """Outputs and the gradient of a fixed random projection of them w.r.t. every float input."""
+    """Outputs and the gradient of a fixed random projection of them w.r.t. every float input,
+    forward and backward both under backend `be`."""
     with mbkernels.use_backend(be):
         out = fn(*args, **kwargs)
-    outs = out if isinstance(out, tuple) else (out,)
-    g = torch.Generator().manual_seed(seed)
-    loss = 0
-    for o in outs:
-        if o.numel():
-            # finfo.min in masked scores would swamp the projection: leave those entries out.
-            w = torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype)
-            loss = loss + (_unmask(o) * w).sum()
-    leaves = [t for t in _flat(args) if isinstance(t, torch.Tensor) and t.requires_grad]
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    return outs, grads
+        outs = out if isinstance(out, tuple) else (out,)
+        g = torch.Generator().manual_seed(seed)
+        loss = 0
+        for o in outs:
+            if o.numel():
+                # finfo.min in masked scores would swamp the projection: leave those entries out.
+                w = torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype).to(o.device)
+                loss = loss + (_unmask(o) * w).sum()
+        leaves = [t for t in _flat(args) if isinstance(t, torch.Tensor) and t.requires_grad]
+        return outs, torch.autograd.grad(loss, leaves, allow_unused=True)
 
 
 def check_against_reference(fn, args, kwargs, name, tol=1e-5):

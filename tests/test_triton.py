@@ -40,30 +40,11 @@ def _to_device(args):
     return tuple(conv(a) for a in args)
 
 
-def _triton_grads(fn, args, kwargs, seed=3):
-    """Outputs and gradients with the forward *and* the backward under the Triton backend."""
-    with mbkernels.use_backend("triton"):
-        return _grads_inside(fn, args, kwargs, seed)
-
-
-def _grads_inside(fn, args, kwargs, seed):
-    out = fn(*args, **kwargs)
-    outs = out if isinstance(out, tuple) else (out,)
-    g = torch.Generator().manual_seed(seed)
-    loss = 0
-    for o in outs:
-        if o.numel():
-            w = torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype).to(o.device)
-            loss = loss + (_unmask(o) * w).sum()
-    leaves = [t for t in _flat(args) if isinstance(t, torch.Tensor) and t.requires_grad]
-    return outs, torch.autograd.grad(loss, leaves, allow_unused=True)
-
-
 def check_triton(fn, args, kwargs, name, tol=1e-5, backward=True):
     """Triton outputs and gradients vs the float64 reference: per-row error ≤ tol, or ≤ 2× the
     float32 reference's own error where that is worse (tests/test_ops.py's rule)."""
     args = _to_device(args)
-    outs, grads = _triton_grads(fn, args, kwargs)
+    outs, grads = _grads_of(fn, args, kwargs, "triton")
     assert backend.last_ran[name] == "triton"
     if backward:
         assert backend.last_ran[name + "_backward"] == "triton"
