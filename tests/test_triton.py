@@ -14,12 +14,11 @@ import os
 import pytest
 import torch
 from op_cases import attention_case, layernorm_case, linear_norm_case, nonorm_case
-from test_ops import _flat, _grads_of, _to64, _unmask
+from test_ops import _flat, _grads_of, assert_matches_reference
 
 import mbkernels
 from mbkernels import backend
 from mbkernels.ops import OPS
-from mbkernels.testing import rel_err
 from mbkernels.triton import available
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -48,21 +47,7 @@ def check_triton(fn, args, kwargs, name, tol=1e-5, backward=True):
     assert backend.last_ran[name] == "triton"
     if backward:
         assert backend.last_ran[name + "_backward"] == "triton"
-    cpu_args = tuple([a.cpu() if isinstance(a, torch.Tensor) else a for a in x] if isinstance(x, list)
-                     else x.detach().cpu().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor) else x
-                     for x in args)
-    ref_outs, ref_grads = _grads_of(fn, _to64(cpu_args), kwargs, "reference")
-    f32_outs, f32_grads = _grads_of(fn, cpu_args, kwargs, "reference")
-    for kind, got, ref, f32 in (("output", outs, ref_outs, f32_outs), ("grad", grads, ref_grads, f32_grads)):
-        for i, (g, r, b) in enumerate(zip(got, ref, f32, strict=True)):
-            if r is None:
-                assert g is None or g.abs().max() == 0, f"{name} {kind} {i}: expected no gradient"
-                continue
-            assert g is not None, f"{name} {kind} {i} missing"
-            assert g.dtype == b.dtype, f"{name} {kind} {i}: dtype {g.dtype}, reference gives {b.dtype}"
-            g, r, b = _unmask(g.cpu()), _unmask(r), _unmask(b)
-            bound = max(tol, 2 * rel_err(b, r))
-            assert rel_err(g, r) <= bound, f"{name} {kind} {i}: {rel_err(g, r):.3g} > {bound:.3g}"
+    assert_matches_reference(fn, args, kwargs, name, outs, grads, tol)
     return outs, grads
 
 
