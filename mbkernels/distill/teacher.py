@@ -27,10 +27,10 @@ class TeacherOutput:
     mlm_logits: torch.Tensor | None = None  # [N, V] at the requested positions
 
 
-class MobileBertTeacher:
-    """One of our models as the teacher (IB-BERT); its embeddings and heads can seed the student."""
+class _FrozenTeacher:
+    """What every teacher adapter holds: the frozen model and the sizes the layer map needs."""
 
-    def __init__(self, model: MobileBertForPreTraining, has_mlm_head: bool = True, name: str = "teacher"):
+    def __init__(self, model: torch.nn.Module, has_mlm_head: bool, name: str):
         self.model = model.eval().requires_grad_(False)
         self.config = model.config
         self.num_layers = model.config.num_hidden_layers
@@ -40,9 +40,16 @@ class MobileBertTeacher:
         self.has_mlm_head = has_mlm_head
         self.name = name
 
-    def to(self, device: torch.device) -> MobileBertTeacher:
+    def to(self, device: torch.device):
         self.model.to(device)
         return self
+
+
+class MobileBertTeacher(_FrozenTeacher):
+    """One of our models as the teacher (IB-BERT); its embeddings and heads can seed the student."""
+
+    def __init__(self, model: MobileBertForPreTraining, has_mlm_head: bool = True, name: str = "teacher"):
+        super().__init__(model, has_mlm_head, name)
 
     @torch.no_grad()
     def __call__(self, input_ids, attention_mask, token_type_ids, upto: int | None = None,
@@ -54,22 +61,11 @@ class MobileBertTeacher:
         return TeacherOutput(hidden, scores, logits)
 
 
-class HFTeacher:
+class HFTeacher(_FrozenTeacher):
     """A Hugging Face BERT-family model as the teacher (attention from probabilities, in log space)."""
 
     def __init__(self, model: torch.nn.Module, has_mlm_head: bool, name: str = "teacher"):
-        self.model = model.eval().requires_grad_(False)
-        self.config = model.config
-        self.num_layers = model.config.num_hidden_layers
-        self.hidden_size = model.config.hidden_size
-        self.num_heads = model.config.num_attention_heads
-        self.vocab_size = model.config.vocab_size
-        self.has_mlm_head = has_mlm_head
-        self.name = name
-
-    def to(self, device: torch.device) -> HFTeacher:
-        self.model.to(device)
-        return self
+        super().__init__(model, has_mlm_head, name)
 
     @torch.no_grad()
     def __call__(self, input_ids, attention_mask, token_type_ids, upto: int | None = None,
