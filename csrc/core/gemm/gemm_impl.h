@@ -111,7 +111,9 @@ void ukernel(int64_t k, const float* a, int64_t lda, const float* w, float* c, i
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       reg y = acc[m][v];
-      if (relu) y = V::max(y, V::zero());
+      // max(0, y), not max(y, 0): x86 max returns its second operand when one is NaN, and
+      // torch's relu keeps NaN (a NaN input must stay NaN, not turn into 0).
+      if (relu) y = V::max(V::zero(), y);
       if (gelu) y = gelu_v<V>(y);
       if (e.res != nullptr) {
         const float* r = e.res + m * e.ldr + col;
