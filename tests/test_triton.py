@@ -117,6 +117,52 @@ def test_dropout_hash_bit_for_bit():
             assert not torch.equal(keep, keep_mask((3, n), p, seed_t, stream, torch.device("cpu")))
 
 
+def _rel(got, want):
+    from mbkernels.testing import rel_err
+    return rel_err(got.double().cpu(), want.double().cpu())
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu"])
+def test_gemm_epilogues(act):
+    """matmul's epilogue (bias, activation, stored pre-activation; the derivative at it; an added
+    tensor) on a transposed operand, against float64 torch."""
+    from mbkernels.triton import gemm
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(70, 37, generator=g).to(DEVICE)
+    bt = torch.randn(50, 70, generator=g).to(DEVICE)  # b = btᵀ, read through its strides
+    bias = torch.randn(50, generator=g).to(DEVICE)
+    pre = torch.empty(37, 50, device=DEVICE)
+    c = gemm.matmul(a.t(), bt.t(), bias=bias, act=act, pre=pre)
+    want_pre = a.double().t() @ bt.double().t() + bias.double()
+    want = torch.relu(want_pre) if act == "relu" else torch.nn.functional.gelu(want_pre)
+    assert _rel(pre, want_pre) < 1e-6 and _rel(c, want) < 1e-6
+    x = want_pre.requires_grad_()
+    act_out = torch.relu(x) if act == "relu" else torch.nn.functional.gelu(x)
+    dy = torch.randn(37, 40, generator=g, dtype=torch.float64)
+    w = torch.randn(40, 50, generator=g, dtype=torch.float64)
+    (want_grad,) = torch.autograd.grad(act_out, x, dy @ w)
+    got = gemm.matmul(dy.float().to(DEVICE), w.float().to(DEVICE), act_grad_at=pre, act_grad=act)
+    assert _rel(got, want_grad) < 1e-6
+    added = gemm.matmul(dy.float().to(DEVICE), w.float().to(DEVICE), add=pre)
+    assert _rel(added, dy @ w + want_pre) < 1e-6
+
+
+def test_gemm_split_reduction_is_exact_and_deterministic():
+    """A weight gradient split over the token axis (as on a GPU) sums its fp32 partials in a fixed
+    order: equal to the unsplit result within fp32 rounding, and bit-identical run to run."""
+    from mbkernels.triton import gemm
+    g = torch.Generator().manual_seed(5)
+    dy = torch.randn(300, 24, generator=g).to(DEVICE)
+    x = torch.randn(300, 40, generator=g).to(DEVICE)
+    whole, db_whole = gemm.matmul(dy.t(), x, row_sums=True, splits=1)
+    split, db_split = gemm.matmul(dy.t(), x, row_sums=True, splits=3)
+    again, db_again = gemm.matmul(dy.t(), x, row_sums=True, splits=3)
+    want = dy.double().t() @ x.double()
+    assert _rel(whole, want) < 1e-6 and _rel(split, want) < 1e-6
+    assert _rel(db_split, dy.double().sum(0)) < 1e-6 and _rel(db_whole, dy.double().sum(0)) < 1e-6
+    assert torch.equal(split, again) and torch.equal(db_split, db_again)
+
+
 # ---------------------------------------------------------------- attention
 
 @pytest.mark.parametrize("s,d,masked,return_scores", [(1, 16, True, True), (7, 32, True, True),

@@ -2,10 +2,16 @@
 
 Forward: `_linear_norm_fwd` computes a [BLOCK_M, N] output tile (the whole row: N ≤ 512) with
 `tl.dot` over K, then bias, dropout (the hash of `ops/dropout.py`, recomputed, never stored),
-residual and NoNorm / LayerNorm over the row before its one store. Backward: the same kernel with
-the norm switched off recomputes the pre-norm row `z`; `nonorm._norm_bwd` gives dz, dgamma, dbeta
-(deterministic partial sums) and applies the dropout mask to dz in the same pass; dX and dW are two
-`torch.matmul` GEMMs and dbias a column sum.
+residual and NoNorm / LayerNorm over the row before its one store. A second grid axis runs G
+projections of the same input side by side (`grouped_forward`: weight [G·N, K], output [M, G·N],
+the norm on the first `norm_groups` of them): bottleneck_attention's one GEMM over the 512-wide
+input for both bottlenecks and V.
+
+Backward: the forward kernel with the norm off recomputes the pre-norm row `z`; `nonorm._norm_bwd`
+gives dz, dgamma, dbeta (deterministic partial sums) and applies the dropout mask to dz in the same
+pass; then two Triton GEMMs (`gemm.py`): dX = dY W (optionally times an activation's derivative,
+for the FFN whose output this is) and dW = dYᵀ X with dbias as its row sums — split over the token
+axis with a fixed-order second pass, no atomics.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import triton
 import triton.language as tl
 
 from mbkernels.triton import dropout as tdrop
+from mbkernels.triton import gemm
 from mbkernels.triton import interpreting
 from mbkernels.triton import nonorm as tnorm
 
@@ -24,43 +31,42 @@ NORMS = {"none": 0, "nonorm": 1, "layernorm": 2}
 
 
 @triton.jit
-def _linear_norm_fwd(X, W, BIAS, R, NW, NB, Y, M, N, K, eps, key, threshold, scale,
+def _linear_norm_fwd(X, W, BIAS, R, NW, NB, Y, M, N, K, sxm, srm, sym, norm_groups, eps, key, threshold, scale,
                      HAS_BIAS: tl.constexpr, HAS_R: tl.constexpr, NORM: tl.constexpr, DROPOUT: tl.constexpr,
                      FP32_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    g = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     rmask = rows < M
     cmask = cols < N
     rows64 = rows.to(tl.int64)
+    gcols = g * N + cols  # this group's rows of W, entries of bias / norm parameters, columns of Y
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         kmask = ks < K
-        x = tl.load(X + rows64[:, None] * K + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-        w = tl.load(W + cols[None, :].to(tl.int64) * K + ks[:, None], mask=kmask[:, None] & cmask[None, :],
+        x = tl.load(X + rows64[:, None] * sxm + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
+        w = tl.load(W + gcols[None, :].to(tl.int64) * K + ks[:, None], mask=kmask[:, None] & cmask[None, :],
                     other=0.0)
-        if FP32_DOT:  # fp32 accuracy (and the interpreter, whose bf16 dot is wrong)
-            acc += tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
-        else:
-            acc += tl.dot(x, w)
+        acc += gemm.dot(x, w, FP32_DOT)
     mask = rmask[:, None] & cmask[None, :]
-    offs = rows64[:, None] * N + cols[None, :]
     if HAS_BIAS:
-        acc += tl.load(BIAS + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(BIAS + gcols, mask=cmask, other=0.0).to(tl.float32)[None, :]
     if DROPOUT:
-        acc = tl.where(tdrop.keep(offs, key, threshold), acc * scale, 0.0)
+        acc = tl.where(tdrop.keep(rows64[:, None] * N + cols[None, :], key, threshold), acc * scale, 0.0)
     if HAS_R:
-        acc += tl.load(R + offs, mask=mask, other=0.0).to(tl.float32)
-    if NORM == 2:
-        mean = tl.sum(acc, axis=1) / N
-        xc = tl.where(mask, acc - mean[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
-        acc = xc * rstd[:, None]
+        acc += tl.load(R + rows64[:, None] * srm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if NORM != 0:
-        nw = tl.load(NW + cols, mask=cmask, other=0.0).to(tl.float32)
-        nb = tl.load(NB + cols, mask=cmask, other=0.0).to(tl.float32)
-        acc = acc * nw[None, :] + nb[None, :]
-    tl.store(Y + offs, acc.to(Y.dtype.element_ty), mask=mask)
+        if g < norm_groups:
+            if NORM == 2:
+                mean = tl.sum(acc, axis=1) / N
+                xc = tl.where(mask, acc - mean[:, None], 0.0)
+                rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
+                acc = xc * rstd[:, None]
+            nw = tl.load(NW + gcols, mask=cmask, other=0.0).to(tl.float32)
+            nb = tl.load(NB + gcols, mask=cmask, other=0.0).to(tl.float32)
+            acc = acc * nw[None, :] + nb[None, :]
+    tl.store(Y + rows64[:, None] * sym + gcols[None, :], acc.to(Y.dtype.element_ty), mask=mask)
 
 
 def supported(x, weight, norm: str) -> bool:
@@ -74,39 +80,60 @@ def _blocks(n: int) -> tuple[int, int, int]:
     return block_m, block_n, 32
 
 
-def linear_norm_forward(x, weight, bias, norm_weight, norm_bias, residual, norm: str, eps: float,
-                        dropout_p: float, seed) -> torch.Tensor:
-    """`norm(dropout(x Wᵀ + bias) [+ residual])`; `norm="none"` gives the pre-norm row."""
-    k, n = weight.shape[1], weight.shape[0]
-    x2 = x.reshape(-1, k).contiguous()
-    m = x2.shape[0]
-    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    r2 = residual.reshape(-1, n).contiguous() if residual is not None else y
+def rows_of(t: torch.Tensor, n: int) -> torch.Tensor:
+    """t as [rows, n] with unit column stride, without a copy where its layout allows."""
+    t2 = t.reshape(-1, n)
+    return t2 if t2.stride(1) == 1 or t2.shape[0] == 0 else t2.contiguous()
+
+
+def grouped_forward(x2, weight, bias, norm_weight, norm_bias, norm: str, norm_groups: int, eps: float,
+                    groups: int, residual2=None, dropout_p: float = 0.0, seed=None, stream: int = 0):
+    """[M, G·N]: G projections of the rows x2 [M, K] (weight [G·N, K], bias [G·N]); the norm (its
+    parameters [norm_groups·N]) applies to the first `norm_groups` groups. Residual and dropout
+    apply to G = 1 only."""
+    m, k = x2.shape
+    n = weight.shape[0] // groups
+    y = torch.empty((m, groups * n), dtype=x2.dtype, device=x2.device)
     drop = dropout_p > 0
-    key, threshold, scale = tdrop.dropout_params(dropout_p, seed, 0) if drop else (0, 0, 1.0)
+    assert groups == 1 or (residual2 is None and not drop)
+    key, threshold, scale = tdrop.dropout_params(dropout_p, seed, stream) if drop else (0, 0, 1.0)
     block_m, block_n, block_k = _blocks(n)
+    r2 = residual2 if residual2 is not None else y
     if m:
-        _linear_norm_fwd[(triton.cdiv(m, block_m),)](
+        _linear_norm_fwd[(triton.cdiv(m, block_m), groups)](
             x2, weight.contiguous(), bias.contiguous() if bias is not None else y, r2,
             norm_weight.contiguous() if norm != "none" else y, norm_bias.contiguous() if norm != "none" else y,
-            y, m, n, k, eps, key, threshold, scale,
-            HAS_BIAS=bias is not None, HAS_R=residual is not None, NORM=NORMS[norm], DROPOUT=drop,
-            FP32_DOT=x.dtype == torch.float32 or interpreting(),
+            y, m, n, k, x2.stride(0), r2.stride(0), y.stride(0), norm_groups, eps, key, threshold, scale,
+            HAS_BIAS=bias is not None, HAS_R=residual2 is not None, NORM=NORMS[norm], DROPOUT=drop,
+            FP32_DOT=x2.dtype == torch.float32 or interpreting(),
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+    return y
+
+
+def linear_norm_forward(x, weight, bias, norm_weight, norm_bias, residual, norm: str, eps: float,
+                        dropout_p: float, seed, stream: int = 0) -> torch.Tensor:
+    """`norm(dropout(x Wᵀ + bias) [+ residual])`; `norm="none"` gives the pre-norm row."""
+    k, n = weight.shape[1], weight.shape[0]
+    r2 = rows_of(residual, n) if residual is not None else None
+    y = grouped_forward(rows_of(x, k), weight, bias, norm_weight, norm_bias, norm, 1, eps, 1, r2,
+                        dropout_p, seed, stream)
     return y.view(*x.shape[:-1], n)
 
 
 def linear_norm_backward(dy, x, weight, bias, norm_weight, norm_bias, residual, norm: str, eps: float,
-                         dropout_p: float, seed):
-    """(dx, dweight, dbias or None, dnorm_weight, dnorm_bias, dresidual or None)."""
+                         dropout_p: float, seed, stream: int = 0, act_grad_at=None, act: str | None = None):
+    """(dx, dweight, dbias or None, dnorm_weight, dnorm_bias, dresidual or None).
+
+    With `act_grad_at` (x = act(act_grad_at), an FFN's intermediate) dx is the gradient at the
+    pre-activation instead: the dX GEMM's epilogue multiplies by act'(act_grad_at).
+    """
     k, n = weight.shape[1], weight.shape[0]
-    z = linear_norm_forward(x, weight, bias, None, None, residual, "none", 0.0, dropout_p, seed)
-    drop = (dropout_p, seed, 0) if dropout_p > 0 else None
+    z = linear_norm_forward(x, weight, bias, None, None, residual, "none", 0.0, dropout_p, seed, stream)
+    drop = (dropout_p, seed, stream) if dropout_p > 0 else None
     outs = tnorm.norm_backward(dy, z, norm_weight, None, norm == "layernorm", eps, dropout=drop)
     dz, dnw, dnb = outs[:3]
     dlin = (outs[3] if drop else dz).reshape(-1, n)
-    x2 = x.reshape(-1, k)
-    dx = torch.matmul(dlin, weight).view(x.shape)
-    dw = torch.matmul(dlin.t(), x2)
-    db = dlin.sum(0) if bias is not None else None
+    x2 = rows_of(x, k)
+    dx = gemm.matmul(dlin, weight, x.dtype, act_grad_at=act_grad_at, act_grad=act).view(x.shape)
+    dw, db = gemm.weight_grad(dlin, x2, weight.dtype, bias is not None)
     return dx, dw, db, dnw, dnb, (dz if residual is not None else None)
