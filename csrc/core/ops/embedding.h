@@ -5,7 +5,8 @@
 //   y = N(t Wᵀ + bias + position_embeddings[pos] + token_type_embeddings[type])   [B, S, hidden]
 // The Linear (embedding_transformation) is one packed-weight GEMM whose epilogue adds the
 // position + token-type rows (written into y first, read back as the residual) and applies
-// NoNorm at store or LayerNorm per row tile. Without a transformation (E == hidden) y = N(e + …).
+// NoNorm at store or LayerNorm per row tile. HF's MobileBertEmbeddings always has the Linear
+// (E -> hidden without trigram), so it is required here.
 #pragma once
 
 #include <cstddef>
@@ -23,7 +24,7 @@ struct EmbeddingArgs {
   const float* word_embeddings = nullptr;   // [vocab, E] contiguous
   int64_t vocab = 0, embedding_size = 0;
   bool trigram = true;
-  const gemm::PackedWeights* transformation = nullptr;  // [hidden, 3E or E] with its bias; null: none
+  const gemm::PackedWeights* transformation = nullptr;  // [hidden, 3E (trigram) or E] with its bias
   const float* position_embeddings = nullptr;           // [max_positions, hidden]
   int64_t max_positions = 0;
   const float* token_type_embeddings = nullptr;  // [type_vocab, hidden]
@@ -37,8 +38,7 @@ struct EmbeddingArgs {
   int64_t ld_out = 0;
 };
 
-// Floats of workspace embedding_forward needs (the [B·S, 3E] trigram rows; 0 without a
-// transformation).
+// Floats of workspace embedding_forward needs (the [B·S, 3E] trigram rows, [B·S, E] without).
 size_t embedding_workspace_floats(const EmbeddingArgs& a);
 
 // Runs the forward. workspace: embedding_workspace_floats(a) floats, or null to use a

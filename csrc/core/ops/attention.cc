@@ -1,0 +1,103 @@
+// Attention entry point: argument checks, the task split over threads, the workspace, and the
+// run-time dispatch to the active ISA's kernel (attention_<isa>.cc).
+#include "ops/attention.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cpu.h"
+#include "gemm/gemm_kernels.h"
+#include "ops/attention_kernels.h"
+
+namespace mbk::ops {
+namespace {
+
+// Below this many FLOPs one thread beats an OpenMP fork/join.
+constexpr double kParallelMinFlops = 2e5;
+// Query chunks are at least this many rows: each chunk of a new (batch, head) gathers its keys.
+constexpr int64_t kMinChunkRows = 16;
+
+int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
+
+AttentionRun kernel(Isa isa) {
+  switch (isa) {
+#ifdef MBK_HAVE_AVX2
+    case Isa::avx2: return avx2::attention_f32;
+#endif
+#ifdef MBK_HAVE_AVX512
+    case Isa::avx512: return avx512::attention_f32;
+#endif
+#ifdef MBK_HAVE_NEON
+    case Isa::neon: return neon::attention_f32;
+#endif
+    default: return scalar::attention_f32;
+  }
+}
+
+void check(const AttentionArgs& a) {
+  const auto fail = [](const std::string& what) {
+    throw std::invalid_argument("attention_forward: " + what);
+  };
+  if (a.batch < 0 || a.heads < 0 || a.seq_q < 0 || a.seq_k < 0 || a.head_dim < 0)
+    fail("sizes must be >= 0, got batch=" + std::to_string(a.batch) + " heads=" +
+         std::to_string(a.heads) + " seq_q=" + std::to_string(a.seq_q) + " seq_k=" +
+         std::to_string(a.seq_k) + " head_dim=" + std::to_string(a.head_dim));
+  if (a.batch * a.heads * a.seq_q == 0) return;
+  if (a.seq_k == 0) fail("seq_k must be >= 1 when there are queries (softmax over no keys)");
+  if (a.q == nullptr || a.k == nullptr || a.v == nullptr || a.ctx == nullptr)
+    fail("q, k, v and ctx must not be null");
+}
+
+std::vector<float>& scratch(size_t floats) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < floats) buf.resize(floats);
+  return buf;
+}
+
+}  // namespace
+
+AttentionLayout attention_layout(const AttentionArgs& a) {
+  AttentionLayout L;
+  L.n_pad = round16(a.seq_k);
+  L.d_pad = round16(a.head_dim);
+  L.kt = round16(a.head_dim * L.n_pad);
+  L.vc = round16(a.seq_k * L.d_pad);
+  L.s = kMaxTileRows * L.n_pad;
+  L.per_thread = L.kt + L.vc + L.s;
+  return L;
+}
+
+size_t attention_workspace_floats(const AttentionArgs& a, int num_threads) {
+  return static_cast<size_t>(attention_layout(a).per_thread * std::max(num_threads, 1));
+}
+
+void attention_forward(const AttentionArgs& a, int num_threads, float* workspace) {
+  check(a);
+  const int64_t bh = a.batch * a.heads;
+  if (bh * a.seq_q == 0) return;
+  const AttentionLayout L = attention_layout(a);
+  const AttentionRun run = kernel(active_isa());
+  // Enough tasks to balance the threads, chunks of at least kMinChunkRows query rows.
+  int nt = std::max(num_threads, 1);
+  const double flops = 4.0 * double(bh) * double(a.seq_q) * double(a.seq_k) * double(a.head_dim);
+  if (flops < kParallelMinFlops) nt = 1;
+  const int64_t max_chunks = std::max<int64_t>(1, a.seq_q / kMinChunkRows);
+  const int64_t chunks = std::min(max_chunks, (4 * int64_t(nt) + bh - 1) / bh);
+  AttentionTasks tasks;
+  tasks.q_chunk = (a.seq_q + chunks - 1) / chunks;
+  tasks.chunks = (a.seq_q + tasks.q_chunk - 1) / tasks.q_chunk;
+  const int64_t total = bh * tasks.chunks;
+  nt = static_cast<int>(std::min<int64_t>(nt, total));
+  float* ws = workspace != nullptr
+                  ? workspace
+                  : scratch(attention_workspace_floats(a, nt)).data();
+  gemm::parallel(nt, [&](int tid, int threads) {
+    // Contiguous task ranges: a thread's consecutive tasks share (batch, head) and its gather.
+    run(a, tasks, total * tid / threads, total * (tid + 1) / threads, L,
+        ws + tid * L.per_thread);
+  });
+}
+
+}  // namespace mbk::ops

@@ -1,0 +1,29 @@
+// Attention fp32 kernels for neon (4 lanes): tiles of 6 query rows x 16 keys (QKᵀ) or 6 rows x 16
+// head columns (PV), 24 of the 32 q registers as accumulators, vfmaq_f32 (fmla). On x86 the same
+// intrinsics compile through SIMDe. Compiled with the neon flags (mbk_isa_sources); the loops are
+// in attention_impl.h.
+#include "simd/neon.h"
+
+namespace mbk::ops::neon {
+namespace {
+struct V : simd::neon::VecF32 {
+  static reg round(reg x) { return vrndnq_f32(x); }
+  // 2^n for integral n in [-126, 127]: n + 127 in the exponent field.
+  static reg pow2(reg n) {
+    const int32x4_t e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
+    return vreinterpretq_f32_s32(vshlq_n_s32(e, 23));
+  }
+};
+}  // namespace
+}  // namespace mbk::ops::neon
+
+#include "ops/attention_impl.h"
+
+namespace mbk::ops::neon {
+
+void attention_f32(const AttentionArgs& a, const AttentionTasks& tasks, int64_t t0, int64_t t1,
+                   const AttentionLayout& L, float* ws) {
+  attention_tasks<V, 6, 4>(a, tasks, t0, t1, L, ws);
+}
+
+}  // namespace mbk::ops::neon

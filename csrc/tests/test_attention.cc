@@ -1,0 +1,196 @@
+// attention_forward on every compiled-and-supported ISA against a double-precision reference:
+// sequence lengths below, at and above the tiles (1, 7, 16, 33, 129), head sizes 7, 32 and 64,
+// both operand layouts ([B, S, H·D] and [B, H, S, D]), no mask / right padding / a batch with no
+// attended key, the optional scores, 1 and 2 threads, caller workspace or the built-in one; plus
+// sharp scores (stability) and the argument errors.
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "check.h"
+#include "cpu.h"
+#include "ops/attention.h"
+
+namespace {
+
+struct Case {
+  int64_t b, h, sq, sk, d;
+  bool heads_outer;  // [B, H, S, D] (else [B, S, H·D])
+  int mask;          // 0 none, 1 right padding, 2 padding and a batch with no attended key
+  bool scores;
+  float spread;  // scale of q and k: scores reach spread² · √D
+};
+
+mbk::ops::HeadStrides strides(const Case& c, int64_t s) {
+  if (c.heads_outer) return {c.h * s * c.d, s * c.d, c.d};
+  return {s * c.h * c.d, c.d, c.h * c.d};
+}
+
+// Per-row relative error (DESIGN.md): max_r ‖out_r − ref_r‖ / max(‖ref_r‖, 1e-6 max ‖ref‖).
+double rel_err_rows(const std::vector<double>& out, const std::vector<double>& ref, int64_t rows,
+                    int64_t cols) {
+  double max_norm = 0.0;
+  std::vector<double> norms(rows), diffs(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    double n = 0.0, e = 0.0;
+    for (int64_t c = 0; c < cols; ++c) {
+      n += ref[r * cols + c] * ref[r * cols + c];
+      e += (out[r * cols + c] - ref[r * cols + c]) * (out[r * cols + c] - ref[r * cols + c]);
+    }
+    norms[r] = std::sqrt(n);
+    diffs[r] = std::sqrt(e);
+    max_norm = std::max(max_norm, norms[r]);
+  }
+  double worst = 0.0;
+  for (int64_t r = 0; r < rows; ++r)
+    worst = std::max(worst, diffs[r] / std::max(norms[r], std::max(1e-6 * max_norm, 1e-300)));
+  return worst;
+}
+
+void run_case(const Case& c, int threads, bool own_workspace, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const auto fill = [&](std::vector<float>& x, float scale) {
+    for (float& e : x) e = scale * normal(rng);
+  };
+  std::vector<float> q(c.b * c.sq * c.h * c.d), k(c.b * c.sk * c.h * c.d), v(k.size());
+  fill(q, c.spread);
+  fill(k, c.spread);
+  fill(v, 1.0f);
+  std::vector<uint8_t> mask(c.b * c.sk, 1);
+  for (int64_t b = 0; b < c.b && c.mask > 0; ++b) {
+    const int64_t keep = (c.mask == 2 && b == c.b - 1) ? 0 : std::max<int64_t>(1, c.sk - 3 * b);
+    for (int64_t j = keep; j < c.sk; ++j) mask[b * c.sk + j] = 0;
+  }
+  std::vector<float> ctx(q.size(), NAN), scores(c.scores ? c.b * c.h * c.sq * c.sk : 0, NAN);
+
+  mbk::ops::AttentionArgs a;
+  a.batch = c.b;
+  a.heads = c.h;
+  a.seq_q = c.sq;
+  a.seq_k = c.sk;
+  a.head_dim = c.d;
+  a.q = q.data();
+  a.q_strides = strides(c, c.sq);
+  a.k = k.data();
+  a.k_strides = strides(c, c.sk);
+  a.v = v.data();
+  a.v_strides = strides(c, c.sk);
+  a.key_mask = c.mask > 0 ? mask.data() : nullptr;
+  a.mask_batch_stride = c.sk;
+  a.ctx = ctx.data();
+  a.ctx_strides = strides(c, c.sq);
+  a.scores = c.scores ? scores.data() : nullptr;
+  std::vector<float> ws;
+  if (own_workspace) ws.assign(mbk::ops::attention_workspace_floats(a, threads), NAN);
+  mbk::ops::attention_forward(a, threads, own_workspace ? ws.data() : nullptr);
+
+  // Reference in double, output rows (b, h, s) of D columns, scores rows of Sk.
+  const auto at = [&](const std::vector<float>& x, mbk::ops::HeadStrides st, int64_t b, int64_t h,
+                      int64_t s, int64_t e) {
+    return double(x[b * st.batch + h * st.head + s * st.row + e]);
+  };
+  const int64_t rows = c.b * c.h * c.sq;
+  std::vector<double> ref(rows * c.d), out(rows * c.d), sref(rows * c.sk), sout(rows * c.sk);
+  std::vector<double> sc(c.sk);
+  for (int64_t b = 0; b < c.b; ++b)
+    for (int64_t h = 0; h < c.h; ++h)
+      for (int64_t i = 0; i < c.sq; ++i) {
+        const int64_t row = (b * c.h + h) * c.sq + i;
+        double mx = -DBL_MAX;
+        for (int64_t j = 0; j < c.sk; ++j) {
+          double dot = 0.0;
+          for (int64_t e = 0; e < c.d; ++e)
+            dot += at(q, a.q_strides, b, h, i, e) * at(k, a.k_strides, b, h, j, e);
+          sc[j] = mask[b * c.sk + j] || c.mask == 0 ? dot / std::sqrt(double(c.d)) : -FLT_MAX;
+          mx = std::max(mx, sc[j]);
+          sref[row * c.sk + j] = sc[j];
+        }
+        double sum = 0.0;
+        for (double& s : sc) sum += (s = std::exp(s - mx));
+        for (int64_t e = 0; e < c.d; ++e) {
+          double acc = 0.0;
+          for (int64_t j = 0; j < c.sk; ++j) acc += sc[j] * at(v, a.v_strides, b, h, j, e);
+          ref[row * c.d + e] = acc / sum;
+          out[row * c.d + e] = at(ctx, a.ctx_strides, b, h, i, e);
+        }
+        for (int64_t j = 0; j < c.sk && c.scores; ++j) sout[row * c.sk + j] = scores[row * c.sk + j];
+      }
+  const char* isa = mbk::isa_name(mbk::active_isa());
+  const double err = rel_err_rows(out, ref, rows, c.d);
+  CHECK(err <= 1e-5, "%s: ctx rel err %.3g at b=%lld h=%lld sq=%lld sk=%lld d=%lld layout=%s "
+        "mask=%d threads=%d", isa, err, (long long)c.b, (long long)c.h, (long long)c.sq,
+        (long long)c.sk, (long long)c.d, c.heads_outer ? "BHSD" : "BSHD", c.mask, threads);
+  if (c.scores) {
+    // Masked entries must be exactly -FLT_MAX; the others match the reference.
+    int64_t bad_masked = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < c.sk; ++j)
+        if (sref[r * c.sk + j] == -FLT_MAX) {
+          bad_masked += sout[r * c.sk + j] != -FLT_MAX;
+          sout[r * c.sk + j] = sref[r * c.sk + j] = 0.0;
+        }
+    const double serr = rel_err_rows(sout, sref, rows, c.sk);
+    CHECK(bad_masked == 0 && serr <= 1e-5, "%s: scores: %lld masked entries not -FLT_MAX, rel err "
+          "%.3g at sq=%lld sk=%lld d=%lld mask=%d", isa, (long long)bad_masked, serr,
+          (long long)c.sq, (long long)c.sk, (long long)c.d, c.mask);
+  }
+}
+
+void check_errors() {
+  mbk::ops::AttentionArgs a;
+  a.batch = 1;
+  a.heads = 1;
+  a.seq_q = 2;
+  a.seq_k = 0;
+  a.head_dim = 4;
+  bool threw = false;
+  try {
+    mbk::ops::attention_forward(a, 1);
+  } catch (const std::invalid_argument& e) {
+    threw = std::string(e.what()).find("seq_k") != std::string::npos;
+  }
+  CHECK(threw, "seq_k = 0 with queries must throw naming seq_k");
+  a.seq_k = 2;
+  threw = false;
+  try {
+    mbk::ops::attention_forward(a, 1);
+  } catch (const std::invalid_argument& e) {
+    threw = std::string(e.what()).find("null") != std::string::npos;
+  }
+  CHECK(threw, "null operands must throw");
+  a.head_dim = -1;
+  threw = false;
+  try {
+    mbk::ops::attention_forward(a, 1);
+  } catch (const std::invalid_argument& e) {
+    threw = std::string(e.what()).find("head_dim=-1") != std::string::npos;
+  }
+  CHECK(threw, "a negative size must throw naming it");
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(7);
+  const Case cases[] = {
+      {1, 4, 128, 128, 32, false, 0, false, 1.0f},  // MobileBERT's shape
+      {2, 4, 129, 129, 32, false, 1, true, 1.0f},   // odd length, padding, scores
+      {3, 2, 7, 7, 32, true, 2, true, 1.0f},        // a batch with no attended key
+      {2, 1, 1, 1, 7, true, 0, true, 1.0f},         // one token, odd head size
+      {1, 3, 33, 17, 64, false, 1, false, 1.0f},    // seq_q != seq_k
+      {2, 2, 16, 16, 16, true, 1, true, 3.0f},      // scores up to ~40: stable softmax
+  };
+  for (mbk::Isa isa : mbk::supported_isas()) {
+    mbk::set_isa(isa);
+    for (const Case& c : cases)
+      for (int threads : {1, 2}) {
+        run_case(c, threads, false, rng);
+        run_case(c, threads, true, rng);
+      }
+  }
+  check_errors();
+  return mbk::test::check_exit_code();
+}
