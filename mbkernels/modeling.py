@@ -12,7 +12,7 @@ import os
 import torch
 from torch import nn
 
-from mbkernels import ops
+from mbkernels import checks, ops
 from mbkernels.config import MobileBertConfig
 from mbkernels.outputs import BaseModelOutputWithPooling
 
@@ -143,6 +143,13 @@ class MobileBertEmbeddings(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros(shape, dtype=torch.long, device=self.position_ids.device)
         transform = c.trigram_input or c.embedding_size != c.hidden_size
+        with checks.site("embeddings"):
+            out = self._embedding(input_ids, token_type_ids, position_ids, inputs_embeds, transform)
+            checks.observe_reference("embedding", out)
+        return out
+
+    def _embedding(self, input_ids, token_type_ids, position_ids, inputs_embeds, transform):
+        c = self.config
         return ops.embedding(
             input_ids, inputs_embeds, token_type_ids, position_ids, self.word_embeddings.weight,
             self.embedding_transformation.weight if transform else None,
@@ -165,9 +172,14 @@ class MobileBertLayer(nn.Module):
             self.bottleneck = _Bottleneck(config)
         if config.num_feedforward_networks > 1:
             self.ffn = nn.ModuleList([_FFN(config) for _ in range(config.num_feedforward_networks - 1)])
+        self.check_site = "layer"  # how finite checks name it; the encoder gives its index and path
 
     def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor | None = None,
                 return_scores: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        with checks.site(self.check_site):
+            return self._forward(hidden_states, key_mask, return_scores)
+
+    def _forward(self, hidden_states, key_mask, return_scores):
         c = self.config
         mode = c.attention_mode
         training = self.training
@@ -183,6 +195,7 @@ class MobileBertLayer(nn.Module):
             attn_dropout_p=c.attention_probs_dropout_prob if training else 0.0,
             hidden_dropout_p=c.hidden_dropout_prob if training and mode == "none" else 0.0,
             return_scores=return_scores)
+        checks.observe_reference("bottleneck_attention", a)
         ffns = [*getattr(self, "ffn", []), None]
         inter = [f.intermediate.dense if f is not None else self.intermediate.dense for f in ffns]
         outs = [f.output if f is not None else self.output for f in ffns]
@@ -191,9 +204,11 @@ class MobileBertLayer(nn.Module):
             [o.dense.bias for o in outs], [o.LayerNorm.weight for o in outs], [o.LayerNorm.bias for o in outs],
             act=c.hidden_act, norm=c.norm, eps=[c.layer_norm_eps] * (len(ffns) - 1) + [DEFAULT_EPS],
             dropout_p=c.hidden_dropout_prob if training and not c.use_bottleneck else 0.0)
+        checks.observe_reference("ffn_stack", a)
         if c.use_bottleneck:
             a = ops.linear_norm(a, *_wb(self.output.bottleneck), residual=hidden_states, norm=c.norm,
                                 eps=c.layer_norm_eps, dropout_p=c.hidden_dropout_prob if training else 0.0)
+            checks.observe_reference("linear_norm", a)
         return a, scores
 
 
@@ -201,6 +216,8 @@ class MobileBertEncoder(nn.Module):
     def __init__(self, config: MobileBertConfig):
         super().__init__()
         self.layer = nn.ModuleList([MobileBertLayer(config) for _ in range(config.num_hidden_layers)])
+        for i, layer in enumerate(self.layer):
+            layer.check_site = f"layer {i} (encoder.layer.{i})"
 
     def forward(self, hidden_states, key_mask=None, output_hidden_states=False, output_scores=False):
         """Returns (last hidden state, all hidden states incl. the input or None, scores or None)."""
@@ -348,9 +365,10 @@ class MobileBertModel(MobileBertPreTrainedModel):
         _check_ids("position_ids", position_ids, shape, c.max_position_embeddings, device)
         key_mask = key_mask_from(attention_mask, shape)
 
-        h = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         want_scores = output_attentions or output_attention_scores
-        h, hidden, scores = self.encoder(h, key_mask, output_hidden_states, want_scores)
+        with checks.model_forward(self.embeddings.word_embeddings.weight):  # float16: one check at the end
+            h = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+            h, hidden, scores = self.encoder(h, key_mask, output_hidden_states, want_scores)
         pooled = self.pooler(h) if self.pooler is not None else None
         probs = tuple(torch.softmax(s, dim=-1) for s in scores) if output_attentions else None
         out = BaseModelOutputWithPooling(h, pooled, hidden, probs, scores if output_attention_scores else None)

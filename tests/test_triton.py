@@ -13,7 +13,7 @@ import os
 
 import pytest
 import torch
-from op_cases import attention_case, layernorm_case, linear_norm_case, nonorm_case
+from op_cases import attention_case, ffn_stack_case, layernorm_case, linear_norm_case, nonorm_case
 from test_ops import _flat, _grads_of, assert_matches_reference
 
 import mbkernels
@@ -163,6 +163,36 @@ def test_gemm_split_reduction_is_exact_and_deterministic():
     assert torch.equal(split, again) and torch.equal(db_split, db_again)
 
 
+# ---------------------------------------------------------------- ffn_stack
+
+@pytest.mark.parametrize("s,width,inter,n,act,norm", [(7, 32, 64, 4, "relu", "nonorm"), (1, 48, 80, 2, "gelu", "layernorm"),
+                                                      (33, 16, 64, 1, "relu", "layernorm")])
+def test_ffn_stack(s, width, inter, n, act, norm):
+    fn, args, kwargs = ffn_stack_case(b=2, s=s, width=width, inter=inter, n=n, act=act, norm=norm)
+    check_triton(fn, args, kwargs, "ffn_stack")
+
+
+def _ffn_stack_seeded(x, w1, b1, w2, b2, nw, nb, act="relu", norm="nonorm", eps=(), dropout_p=0.0, seed=None):
+    from mbkernels.ops import reference
+    if backend.current_backend() == "reference":
+        return reference.ffn_stack(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed)
+    return torch.ops.mbkernels.ffn_stack(x, w1, b1, w2, b2, nw, nb, act, norm, list(eps), dropout_p, seed)
+
+
+def test_ffn_stack_dropout_matches_reference_mask():
+    _, args, kwargs = ffn_stack_case(b=2, s=5, width=32, inter=64, n=2)
+    kwargs.update(dropout_p=0.3, seed=torch.tensor(777, dtype=torch.int64))
+    check_triton(_ffn_stack_seeded, args, kwargs, "ffn_stack")
+
+
+def test_ffn_stack_wide_falls_back():
+    """Row tiles wider than MAX_WIDTH do not fit in registers: the reference runs, and says so."""
+    fn, args, kwargs = ffn_stack_case(b=1, s=2, width=264, inter=32, n=1)
+    with mbkernels.use_backend("triton"):
+        fn(*_to_device(args), **kwargs)
+    assert backend.last_ran["ffn_stack"] == "reference"
+
+
 # ---------------------------------------------------------------- attention
 
 @pytest.mark.parametrize("s,d,masked,return_scores", [(1, 16, True, True), (7, 32, True, True),
@@ -253,6 +283,7 @@ BF16_CASES = {
     "layernorm": lambda: layernorm_case(b=2, s=5, n=48, dtype=torch.bfloat16),
     "linear_norm": lambda: linear_norm_case(b=2, s=5, k=64, n=32, dtype=torch.bfloat16, norm="layernorm"),
     "attention": lambda: attention_case(b=2, h=2, s=9, d=32, dtype=torch.bfloat16),
+    "ffn_stack": lambda: ffn_stack_case(b=2, s=5, width=32, inter=64, n=2, dtype=torch.bfloat16),
 }
 
 
@@ -297,6 +328,7 @@ OPCHECK_CASES = {
     "layernorm": lambda: layernorm_case(b=2, s=3, n=16),
     "linear_norm": lambda: linear_norm_case(b=2, s=3, k=32, n=16, norm="layernorm"),
     "attention": lambda: attention_case(b=1, h=2, s=5, d=16),
+    "ffn_stack": lambda: ffn_stack_case(b=1, s=3, width=16, inter=32, n=2),
 }
 
 
@@ -328,7 +360,9 @@ def test_opcheck_on_triton(name):
         grads = [torch.randn_like(o) if o.numel() else o.new_empty(0) for o in outs]
         needs = [t is not None and t.is_floating_point() for t in _flat(op_args)
                  if isinstance(t, torch.Tensor) or t is None]
-        detached = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in op_args)
+        detached = tuple(a.detach() if isinstance(a, torch.Tensor)
+                         else [t.detach() for t in a] if isinstance(a, list) and a and isinstance(a[0], torch.Tensor)
+                         else a for a in op_args)
         torch.library.opcheck(op.backward_op, (grads, needs, *detached))
         assert backend.last_ran[name + "_backward"] == "triton"
 

@@ -3,7 +3,8 @@
 ones, 1e-5 for the last), dropout on the last FFN's output. On CPU the fp32 forward without
 dropout runs `mbkernels_cpu::ffn_stack_forward` (each thread pushes its row tiles through all the
 FFNs with the intermediate in cache; weights packed once and cached); other dtypes, dropout and the
-backward run the reference inside the custom op.
+backward run the reference inside the custom op. On CUDA, or under `use_backend("triton")`, both
+directions run `mbkernels/triton/ffn_stack.py` (widths up to 256; the backward recomputes).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, define
+from mbkernels.ops._registry import OpDef, _tensors, define, no_grad_placeholder
 from mbkernels.ops.dropout import new_seed
 
 
@@ -24,6 +25,33 @@ def _ffn_stack_cpu(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed):
     if dropout_p > 0 or x.dtype != torch.float32 or (w1 and w1[0].dtype != torch.float32):
         return NotImplemented
     return torch.ops.mbkernels_cpu.ffn_stack_forward(x, w1, b1, w2, b2, nw, nb, act, norm, eps)
+
+
+def _triton_ffn_stack(x, w1, act, norm):
+    """The Triton ffn_stack module when it runs these inputs, else None (the reference runs)."""
+    from mbkernels import triton as mbt
+    if not mbt.available():
+        return None
+    from mbkernels.triton import ffn_stack as tk
+    return tk if tk.supported(x, w1, act, norm) else None
+
+
+def _ffn_stack_triton(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed):
+    tk = _triton_ffn_stack(x, w1, act, norm)
+    if tk is None:
+        return NotImplemented
+    return tk.ffn_stack_forward(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed)
+
+
+def _ffn_stack_triton_backward(grads, needs_grad, x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed):
+    tk = _triton_ffn_stack(x, w1, act, norm)
+    if tk is None:
+        return NotImplemented
+    dx, *lists = tk.ffn_stack_backward(grads[0], x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed)
+    got = [dx, *(g for lst in lists for g in lst), None]
+    flat = _tensors((x, w1, b1, w2, b2, nw, nb, seed))
+    # A fresh placeholder per slot: custom-op outputs may not alias each other.
+    return [g if need and g is not None else no_grad_placeholder(flat) for g, need in zip(got, needs_grad)]
 
 
 def _fake(x, *rest):
@@ -39,6 +67,8 @@ FFN_STACK = define(OpDef(
     reference_forward=reference.ffn_stack,
     fake=_fake,
     cpu=_ffn_stack_cpu,
+    triton=_ffn_stack_triton,
+    triton_backward=_ffn_stack_triton_backward,
 ))
 
 
