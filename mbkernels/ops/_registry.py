@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from mbkernels import backend
+from mbkernels import backend, checks
 
 # A kernel returns its result, or NotImplemented when it does not handle these inputs (a dtype it
 # has no code for), in which case the reference runs and says so in `backend.last_ran`.
@@ -183,12 +183,16 @@ def define(opdef: OpDef) -> OpDef:
     name = opdef.name
 
     def forward_impl(*args):
-        return _run(args, opdef.cpu, opdef.triton, name, opdef.reference_forward)
+        out = _run(args, opdef.cpu, opdef.triton, name, opdef.reference_forward)
+        checks.observe(name, out)  # the float16 flag / check mode (mbkernels/checks.py)
+        return out
 
     def backward_impl(grads, needs_grad, *args):
-        return _run((grads, needs_grad, *args), opdef.cpu_backward, opdef.triton_backward,
-                    name + "_backward",
-                    lambda grads, needs_grad, *a: reference_vjp(opdef.reference_forward, grads, needs_grad, a))
+        out = _run((grads, needs_grad, *args), opdef.cpu_backward, opdef.triton_backward,
+                   name + "_backward",
+                   lambda grads, needs_grad, *a: reference_vjp(opdef.reference_forward, grads, needs_grad, a))
+        checks.observe(name + "_backward", out)
+        return out
 
     opdef.op = torch.library.custom_op(
         f"mbkernels::{name}", forward_impl, mutates_args=(), schema=f"({opdef.args}) -> {opdef.returns}")
@@ -204,6 +208,7 @@ def define(opdef: OpDef) -> OpDef:
                          else ("tensor", 1) if isinstance(a, torch.Tensor) or a is None
                          else ("value", a) for a in inputs]
         ctx.save_for_backward(*_tensors(inputs))
+        ctx.site = checks.current_site()  # the layer, for a check failing in the backward
 
     def backward(ctx, *grads):
         saved = iter(ctx.saved_tensors)
@@ -220,7 +225,8 @@ def define(opdef: OpDef) -> OpDef:
                 args.append(v)
         ref = next(t for t in _tensors(args) if t is not None)
         grads = [g if g is not None else ref.new_empty(0, dtype=torch.float32) for g in grads]
-        flat = iter(opdef.backward_op(grads, needs, *args))
+        with checks.site(ctx.site):
+            flat = iter(opdef.backward_op(grads, needs, *args))
         result = []
         for kind, v in ctx.structure:
             if kind == "list":
