@@ -144,19 +144,15 @@ class MobileBertEmbeddings(nn.Module):
             token_type_ids = torch.zeros(shape, dtype=torch.long, device=self.position_ids.device)
         transform = c.trigram_input or c.embedding_size != c.hidden_size
         with checks.site("embeddings"):
-            out = self._embedding(input_ids, token_type_ids, position_ids, inputs_embeds, transform)
+            out = ops.embedding(
+                input_ids, inputs_embeds, token_type_ids, position_ids, self.word_embeddings.weight,
+                self.embedding_transformation.weight if transform else None,
+                self.embedding_transformation.bias if transform else None,
+                self.position_embeddings.weight, self.token_type_embeddings.weight,
+                self.LayerNorm.weight, self.LayerNorm.bias, padding_idx=c.pad_token_id, trigram=c.trigram_input,
+                norm=c.norm, eps=DEFAULT_EPS, dropout_p=c.hidden_dropout_prob if self.training else 0.0)
             checks.observe_reference("embedding", out)
         return out
-
-    def _embedding(self, input_ids, token_type_ids, position_ids, inputs_embeds, transform):
-        c = self.config
-        return ops.embedding(
-            input_ids, inputs_embeds, token_type_ids, position_ids, self.word_embeddings.weight,
-            self.embedding_transformation.weight if transform else None,
-            self.embedding_transformation.bias if transform else None,
-            self.position_embeddings.weight, self.token_type_embeddings.weight,
-            self.LayerNorm.weight, self.LayerNorm.bias, padding_idx=c.pad_token_id, trigram=c.trigram_input,
-            norm=c.norm, eps=DEFAULT_EPS, dropout_p=c.hidden_dropout_prob if self.training else 0.0)
 
 
 class MobileBertLayer(nn.Module):
