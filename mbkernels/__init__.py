@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from mbkernels.backend import use_backend
+from mbkernels.checks import NonFiniteError, check_finite
 from mbkernels.config import MobileBertConfig
 from mbkernels import ops
 from mbkernels.info import info
@@ -17,7 +18,7 @@ from mbkernels.heads import (
 )
 
 __all__ = [
-    "__version__", "use_backend", "MobileBertConfig", "ops", "info", "NoNorm", "MobileBertEmbeddings",
+    "__version__", "use_backend", "check_finite", "NonFiniteError", "MobileBertConfig", "ops", "info", "NoNorm", "MobileBertEmbeddings",
     "MobileBertLayer", "MobileBertEncoder", "MobileBertModel", "MobileBertForPreTraining",
     "MobileBertForMaskedLM", "MobileBertForNextSentencePrediction", "MobileBertForSequenceClassification",
     "MobileBertForTokenClassification", "MobileBertForQuestionAnswering",
