@@ -169,3 +169,16 @@ def test_op_outputs_with_scores_are_checked_and_masked_scores_are_finite():
         out = model(ids, attention_mask=mask, output_attention_scores=True)
     assert out.attention_scores[0].min() == torch.finfo(torch.float32).min
     assert ops is mbkernels.ops
+
+
+@pytest.mark.skipif(not mbkernels.backend.TRITON_INTERPRET and not torch.cuda.is_available(),
+                    reason="the Triton path needs a GPU or TRITON_INTERPRET=1 before import (CI runs it so)")
+def test_float16_overflow_on_the_triton_path(ids):
+    model = overflowing_model()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.half().to(device)
+    mbkernels.backend.last_ran.clear()
+    with torch.no_grad(), mbkernels.use_backend("triton"), pytest.raises(NonFiniteError) as e:
+        model(ids.to(device))
+    assert str(e.value).startswith("layer 1 (encoder.layer.1) linear_norm produced inf in float16")
+    assert mbkernels.backend.last_ran["linear_norm"] == "triton"  # the kernel ran, not the reference
