@@ -1,0 +1,139 @@
+#include "engine/safetensors.h"
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+namespace mbk::engine {
+namespace {
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);  // inf / nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else {  // subnormal: normalize
+    exp = 113;
+    while ((man & 0x400u) == 0) {
+      man <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+}  // namespace
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+SafeTensors::SafeTensors(const std::string& path) : path_(path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("safetensors: cannot open '" + path + "'");
+  unsigned char len_bytes[8];
+  if (!f.read(reinterpret_cast<char*>(len_bytes), 8))
+    throw std::runtime_error("safetensors: '" + path + "' is shorter than its 8-byte header length");
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = header_len << 8 | len_bytes[i];
+  f.seekg(0, std::ios::end);
+  const uint64_t size = static_cast<uint64_t>(f.tellg());
+  if (header_len > size - 8)
+    throw std::runtime_error("safetensors: '" + path + "': header length " +
+                             std::to_string(header_len) + " exceeds the file size " +
+                             std::to_string(size));
+  std::string header(header_len, '\0');
+  f.seekg(8);
+  f.read(header.data(), static_cast<std::streamsize>(header_len));
+  data_.resize(size - 8 - header_len);
+  f.read(reinterpret_cast<char*>(data_.data()), static_cast<std::streamsize>(data_.size()));
+  if (!f) throw std::runtime_error("safetensors: '" + path + "': read failed");
+
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(header);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error("safetensors: '" + path + "': header is not valid JSON: " + e.what());
+  }
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    try {
+      Entry e;
+      e.dtype = it->at("dtype").get<std::string>();
+      e.shape = it->at("shape").get<std::vector<int64_t>>();
+      const auto offsets = it->at("data_offsets").get<std::vector<uint64_t>>();
+      if (offsets.size() != 2 || offsets[0] > offsets[1] || offsets[1] > data_.size())
+        throw std::runtime_error("data_offsets outside the data section");
+      e.begin = offsets[0];
+      e.end = offsets[1];
+      entries_.emplace(it.key(), std::move(e));
+    } catch (const std::exception& e) {
+      throw std::runtime_error("safetensors: '" + path + "': tensor '" + it.key() + "': " +
+                               e.what());
+    }
+  }
+}
+
+std::vector<std::string> SafeTensors::names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : entries_) out.push_back(kv.first);
+  return out;
+}
+
+std::vector<int64_t> SafeTensors::shape(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end())
+    throw std::runtime_error("safetensors: '" + path_ + "' has no tensor '" + name + "'");
+  return it->second.shape;
+}
+
+std::vector<float> SafeTensors::get(const std::string& name,
+                                    const std::vector<int64_t>& expected) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end())
+    throw std::runtime_error("safetensors: '" + path_ + "' has no tensor '" + name + "'");
+  const Entry& e = it->second;
+  if (e.shape != expected)
+    throw std::runtime_error("safetensors: tensor '" + name + "': expected shape " +
+                             shape_str(expected) + ", got " + shape_str(e.shape));
+  int64_t n = 1;
+  for (int64_t d : e.shape) n *= d;
+  const int width = e.dtype == "F32" ? 4 : (e.dtype == "F16" || e.dtype == "BF16") ? 2 : 0;
+  if (width == 0)
+    throw std::runtime_error("safetensors: tensor '" + name + "': expected dtype F32, F16 or "
+                             "BF16, got " + e.dtype);
+  if (e.end - e.begin != static_cast<uint64_t>(n) * width)
+    throw std::runtime_error("safetensors: tensor '" + name + "': " +
+                             std::to_string(e.end - e.begin) + " bytes for shape " +
+                             shape_str(e.shape) + " of " + e.dtype);
+  std::vector<float> out(static_cast<size_t>(n));
+  const unsigned char* src = data_.data() + e.begin;
+  // Little-endian on every target this builds for (x86-64, AArch64).
+  if (width == 4) {
+    std::memcpy(out.data(), src, out.size() * 4);
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, src + 2 * i, 2);
+      if (e.dtype == "BF16") {
+        const uint32_t bits = uint32_t(h) << 16;
+        std::memcpy(&out[i], &bits, 4);
+      } else {
+        out[i] = half_to_float(h);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace mbk::engine

@@ -1,0 +1,128 @@
+#include "engine/weights.h"
+
+#include <set>
+#include <stdexcept>
+
+namespace mbk::engine {
+namespace {
+
+class Reader {
+ public:
+  Reader(const SafeTensors& st, Isa isa) : st_(st), isa_(isa) {
+    // Task models (ForMaskedLM, ForSequenceClassification, ...) prefix the backbone.
+    prefix_ = st.contains("mobilebert.embeddings.word_embeddings.weight") ? "mobilebert." : "";
+  }
+  bool has(const std::string& name, bool backbone = true) const {
+    return st_.contains((backbone ? prefix_ : "") + name);
+  }
+  std::vector<float> get(const std::string& name, std::vector<int64_t> shape,
+                         bool backbone = true) {
+    const std::string full = (backbone ? prefix_ : "") + name;
+    used_.insert(full);
+    return st_.get(full, shape);
+  }
+  Packed linear(const std::string& name, int64_t out, int64_t in, bool backbone = true) {
+    const std::vector<float> w = get(name + ".weight", {out, in}, backbone);
+    const std::vector<float> b = get(name + ".bias", {out}, backbone);
+    return std::make_unique<gemm::PackedWeights>(w.data(), in, 1, b.data(), out, in, isa_);
+  }
+  // <name>.dense and <name>.LayerNorm.
+  DenseNorm dense_norm(const std::string& name, int64_t out, int64_t in, bool backbone = true) {
+    DenseNorm d;
+    d.dense = linear(name + ".dense", out, in, backbone);
+    d.norm_weight = get(name + ".LayerNorm.weight", {out}, backbone);
+    d.norm_bias = get(name + ".LayerNorm.bias", {out}, backbone);
+    return d;
+  }
+  // Two Linears with the same input stacked into one [out1 + out2, in] GEMM.
+  Packed stacked(const std::string& a, const std::string& b, int64_t out, int64_t in) {
+    std::vector<float> w = get(a + ".weight", {out, in});
+    std::vector<float> bias = get(a + ".bias", {out});
+    const std::vector<float> w2 = get(b + ".weight", {out, in});
+    const std::vector<float> b2 = get(b + ".bias", {out});
+    w.insert(w.end(), w2.begin(), w2.end());
+    bias.insert(bias.end(), b2.begin(), b2.end());
+    return std::make_unique<gemm::PackedWeights>(w.data(), in, 1, bias.data(), 2 * out, in, isa_);
+  }
+  Isa isa() const { return isa_; }
+  std::vector<std::string> unused() const {
+    std::vector<std::string> out;
+    for (const std::string& n : st_.names())
+      if (!used_.count(n)) out.push_back(n);
+    return out;
+  }
+
+ private:
+  const SafeTensors& st_;
+  Isa isa_;
+  std::string prefix_;
+  std::set<std::string> used_;
+};
+
+}  // namespace
+
+ModelWeights load_weights(const SafeTensors& st, const MobileBertConfig& c, Isa isa) {
+  Reader r(st, isa);
+  ModelWeights m;
+  const int64_t H = c.hidden_size, W = c.intra_bottleneck_size, E = c.embedding_size;
+  const int64_t I = c.intermediate_size;
+  m.word_embeddings = r.get("embeddings.word_embeddings.weight", {c.vocab_size, E});
+  m.position_embeddings =
+      r.get("embeddings.position_embeddings.weight", {c.max_position_embeddings, H});
+  m.token_type_embeddings = r.get("embeddings.token_type_embeddings.weight", {c.type_vocab_size, H});
+  m.embedding.dense = r.linear("embeddings.embedding_transformation", H, c.trigram_input ? 3 * E : E);
+  m.embedding.norm_weight = r.get("embeddings.LayerNorm.weight", {H});
+  m.embedding.norm_bias = r.get("embeddings.LayerNorm.bias", {H});
+
+  const std::string mode = c.attention_mode();
+  const int64_t qk_in = mode == "full" ? H : W;
+  const int64_t v_in = mode == "bottleneck" ? W : H;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "encoder.layer." + std::to_string(l) + ".";
+    LayerWeights L;
+    L.bottleneck_input = r.dense_norm(p + "bottleneck.input", W, H);
+    if (mode == "shared") L.bottleneck_attention = r.dense_norm(p + "bottleneck.attention", W, H);
+    L.query_key = r.stacked(p + "attention.self.query", p + "attention.self.key", W, qk_in);
+    L.value = r.linear(p + "attention.self.value", W, v_in);
+    L.attention_output = r.dense_norm(p + "attention.output", W, W);
+    for (int64_t f = 0; f + 1 < c.num_feedforward_networks; ++f) {
+      const std::string q = p + "ffn." + std::to_string(f) + ".";
+      L.ffn_intermediate.push_back(r.linear(q + "intermediate.dense", I, W));
+      L.ffn_output.push_back(r.dense_norm(q + "output", W, I));
+    }
+    L.ffn_intermediate.push_back(r.linear(p + "intermediate.dense", I, W));
+    DenseNorm last;
+    last.dense = r.linear(p + "output.dense", W, I);
+    last.norm_weight = r.get(p + "output.LayerNorm.weight", {W});
+    last.norm_bias = r.get(p + "output.LayerNorm.bias", {W});
+    L.ffn_output.push_back(std::move(last));
+    L.output_bottleneck = r.dense_norm(p + "output.bottleneck", H, W);
+    m.layers.push_back(std::move(L));
+  }
+
+  // The pooler's dense exists only with classifier_activation; a classifier then needs it.
+  if (c.classifier_activation && (r.has("pooler.dense.weight") || r.has("classifier.weight", false))) {
+    DenseNorm pooler;
+    pooler.dense = r.linear("pooler.dense", H, H);
+    m.pooler = std::move(pooler);
+  }
+  if (r.has("cls.predictions.transform.dense.weight", false)) {
+    m.mlm_transform = r.dense_norm("cls.predictions.transform", H, H, false);
+    // logits = t [word_embeddingsᵀ; cls.predictions.dense.weight] + bias, as one [vocab, H] Linear.
+    const std::vector<float> extra = r.get("cls.predictions.dense.weight", {H - E, c.vocab_size}, false);
+    const std::vector<float> bias = r.get("cls.predictions.bias", {c.vocab_size}, false);
+    std::vector<float> dec(static_cast<size_t>(c.vocab_size * H));
+    for (int64_t v = 0; v < c.vocab_size; ++v) {
+      for (int64_t e = 0; e < E; ++e) dec[v * H + e] = m.word_embeddings[v * E + e];
+      for (int64_t e = 0; e < H - E; ++e) dec[v * H + E + e] = extra[e * c.vocab_size + v];
+    }
+    m.mlm_decoder = std::make_unique<gemm::PackedWeights>(dec.data(), H, 1, bias.data(),
+                                                          c.vocab_size, H, isa);
+  }
+  if (r.has("classifier.weight", false))
+    m.classifier = r.linear("classifier", c.num_labels, H, false);
+  m.unused = r.unused();
+  return m;
+}
+
+}  // namespace mbk::engine
