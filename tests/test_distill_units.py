@@ -293,16 +293,16 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
     assert [os.path.basename(p) for p in checkpoint.list_checkpoints(tmp_path)] == ["step-00000002.pt",
                                                                                    "step-00000003.pt"]
 
-    def broken_save(obj, path):
-        with open(path, "wb") as f:
-            f.write(b"partial")
+    def broken_save(obj, f):
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save({"step": 4}, tmp_path, 4)
     monkeypatch.undo()
-    assert sorted(os.listdir(tmp_path)) == ["step-00000002.pt", "step-00000003.pt"]  # no partial file
+    assert sorted(os.listdir(tmp_path)) == ["step-00000002.pt", "step-00000002.pt.sha256", "step-00000003.pt",
+                                            "step-00000003.pt.sha256"]  # no partial file
     assert checkpoint.load(checkpoint.latest(tmp_path))["step"] == 3
     (tmp_path / "step-00000009.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="resume: could not read"):
