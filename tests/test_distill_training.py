@@ -157,7 +157,8 @@ def test_metrics_log_and_progress_bar(tmp_path, bbc_corpus, vocab_dir, tiny_teac
     err = capsys.readouterr().err
     assert "layer 2" in err and "pretraining distillation" in err and "loss=" in err and "mlm=" in err
     assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "vocab.txt").is_file()
-    assert len(list((tmp_path / "checkpoints").iterdir())) == 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000006.pt",
+                                                                      "step-00000006.pt.sha256"]
 
 
 def test_errors_name_the_argument(tmp_path, bbc_corpus, vocab_dir, tiny_teacher):
