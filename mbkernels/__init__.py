@@ -16,10 +16,14 @@ from mbkernels.heads import (
     MobileBertForSequenceClassification,
     MobileBertForTokenClassification,
 )
+from mbkernels.hf import from_hf, to_hf
+from mbkernels.patch import patch_hf, unpatch_hf
+from mbkernels.export import export_onnx, export_program
 
 __all__ = [
     "__version__", "use_backend", "check_finite", "NonFiniteError", "MobileBertConfig", "ops", "info", "NoNorm", "MobileBertEmbeddings",
     "MobileBertLayer", "MobileBertEncoder", "MobileBertModel", "MobileBertForPreTraining",
     "MobileBertForMaskedLM", "MobileBertForNextSentencePrediction", "MobileBertForSequenceClassification",
     "MobileBertForTokenClassification", "MobileBertForQuestionAnswering",
+    "patch_hf", "unpatch_hf", "from_hf", "to_hf", "export_program", "export_onnx",
 ]

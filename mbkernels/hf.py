@@ -1,9 +1,14 @@
-"""Hugging Face interop: load and save MobileBERT folders (config.json + weights) offline.
+"""Hugging Face interop: load and save MobileBERT folders offline, convert live model objects.
 
 A folder written by `transformers`' `save_pretrained` loads here, and a folder written here loads in
 `transformers` with no missing keys. Keys move between a backbone and a head model the way HF moves
 them (the `mobilebert.` prefix is added or stripped); tied parameters (the MLM decoder) are not
 written, as HF does not write them.
+
+`from_hf(model)` / `to_hf(model)` convert a model object in memory to the class of the same name on
+the other side. By default the weights are copied (the two models are independent); with
+`share=True` the new model holds the very same Parameter objects (no memory, and training either
+one trains both). Patching an HF model in place instead of converting it is `mbkernels.patch_hf`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import warnings
 from typing import Any
 
 import torch
+
+from torch import nn
 
 from mbkernels.config import MobileBertConfig
 
@@ -105,3 +112,107 @@ def save_pretrained(model, folder: str | os.PathLike, safe_serialization: bool =
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# -- live model objects ----------------------------------------------------------------------------
+
+# The classes that exist on both sides under the same name (HF's MobileBertForMultipleChoice has no
+# counterpart here).
+CLASS_NAMES = ("MobileBertModel", "MobileBertForPreTraining", "MobileBertForMaskedLM",
+               "MobileBertForNextSentencePrediction", "MobileBertForSequenceClassification",
+               "MobileBertForTokenClassification", "MobileBertForQuestionAnswering")
+
+
+def from_hf_config(hf_config) -> MobileBertConfig:
+    """Our config from a `transformers.MobileBertConfig` (its architecture fields; bookkeeping dropped).
+
+    Raises ValueError naming the field when the architecture is one mbkernels does not run (an
+    activation other than relu/gelu, a callable activation, ...)."""
+    d = hf_config.to_dict()
+    names = {f.name for f in dataclasses.fields(MobileBertConfig)}
+    if d.get("model_type", "mobilebert") != "mobilebert":
+        raise ValueError(f"config: expected a MobileBERT config (model_type 'mobilebert'), got {d.get('model_type')!r}")
+    return MobileBertConfig.from_dict({k: v for k, v in d.items() if k in names})
+
+
+def to_hf_config(config: MobileBertConfig, attn_implementation: str | None = None):
+    """The `transformers.MobileBertConfig` of the same architecture.
+
+    Raises ValueError for the one architecture transformers cannot build: a bottleneck with Q, K, V
+    taken from the full-width input (IB-BERT, `attention_mode == "full"`) at differing widths."""
+    import transformers
+
+    if config.attention_mode == "full" and config.intra_bottleneck_size != config.hidden_size:
+        raise ValueError("config: transformers cannot build a bottleneck whose Q, K, V read the "
+                         f"{config.hidden_size}-wide input while the attention is {config.intra_bottleneck_size} wide "
+                         "(the IB-BERT teacher: key_query_shared_bottleneck=False, use_bottleneck_attention=False); "
+                         "expected a MobileBERT-style config")
+    d = config.to_dict()
+    d.pop("model_type")
+    hf_config = transformers.MobileBertConfig(**d)
+    if attn_implementation is not None:
+        hf_config._attn_implementation = attn_implementation
+    return hf_config
+
+
+def _counterpart(model: nn.Module, module) -> type:
+    """The class named like `model`'s in `module` (mbkernels or transformers), or TypeError."""
+    name = type(model).__name__
+    if name not in CLASS_NAMES:
+        raise TypeError(f"model: expected one of {', '.join(CLASS_NAMES)}, got {name}")
+    return getattr(module, name)
+
+
+def _transfer(src: nn.Module, dst: nn.Module, share: bool) -> None:
+    """Give `dst` (built on the meta device, same names) `src`'s parameters and buffers: the same
+    objects (`share`) or copies. Aliases stay aliases: a tied parameter maps to one new tensor."""
+    new: dict[int, torch.Tensor] = {}
+    entries = [*src.named_parameters(remove_duplicate=False), *src.named_buffers(remove_duplicate=False)]
+    dst_names = {n for n, _ in dst.named_parameters(remove_duplicate=False)}
+    dst_names |= {n for n, _ in dst.named_buffers(remove_duplicate=False)}
+    missing = dst_names - {n for n, _ in entries}
+    unexpected = {n for n, _ in entries} - dst_names
+    if missing or unexpected:
+        raise ValueError(f"model: expected the parameter names of {type(dst).__name__}, got "
+                         f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    for name, tensor in entries:
+        owner_name, _, leaf = name.rpartition(".")
+        owner = dst.get_submodule(owner_name)
+        if id(tensor) not in new:
+            if share:
+                new[id(tensor)] = tensor
+            elif isinstance(tensor, nn.Parameter):
+                new[id(tensor)] = nn.Parameter(tensor.detach().clone(), requires_grad=tensor.requires_grad)
+            else:
+                new[id(tensor)] = tensor.detach().clone()
+        if leaf in owner._parameters:
+            owner._parameters[leaf] = new[id(tensor)]
+        else:
+            owner._buffers[leaf] = new[id(tensor)]
+
+
+def from_hf(model: nn.Module, share: bool = False) -> nn.Module:
+    """The mbkernels model of the same class as the transformers `model`, with its weights copied
+    (or, with `share=True`, the same Parameter objects), in the same train/eval mode."""
+    import mbkernels
+
+    cls = _counterpart(model, mbkernels)
+    with torch.device("meta"):
+        ours = cls(from_hf_config(model.config))
+    _transfer(model, ours, share)
+    return ours.train(model.training)
+
+
+def to_hf(model: nn.Module, share: bool = False, attn_implementation: str | None = None) -> nn.Module:
+    """The transformers model of the same class as the mbkernels `model`, with its weights copied
+    (or, with `share=True`, the same Parameter objects), in the same train/eval mode.
+    `attn_implementation` ("eager", "sdpa", ...) defaults to transformers' own choice; HF returns
+    attention probabilities only with "eager"."""
+    import transformers
+
+    cls = _counterpart(model, transformers)
+    hf_config = to_hf_config(model.config, attn_implementation)
+    with torch.device("meta"):
+        theirs = cls(hf_config)
+    _transfer(model, theirs, share)
+    return theirs.train(model.training)

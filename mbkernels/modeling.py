@@ -303,6 +303,8 @@ def key_mask_from(attention_mask: torch.Tensor | None, shape: torch.Size) -> tor
                          f"got {tuple(attention_mask.shape)}")
     if attention_mask.dtype == torch.bool:
         return attention_mask
+    if torch.compiler.is_compiling():  # torch.export / torch.compile cannot branch on values: eager check only
+        return attention_mask != 0
     bad = (attention_mask != 0) & (attention_mask != 1)
     if bool(bad.any()):
         raise ValueError(f"attention_mask: expected values 0 or 1, got {attention_mask[bad][0].item()!r}")
@@ -318,7 +320,7 @@ def _check_ids(name: str, ids: torch.Tensor | None, shape, high: int, device) ->
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(ids.shape)}")
     if ids.device != device:
         raise ValueError(f"{name}: expected a tensor on {device} (the model's device), got {ids.device}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= high):
+    if ids.numel() and not torch.compiler.is_compiling() and (int(ids.min()) < 0 or int(ids.max()) >= high):
         raise ValueError(f"{name}: expected values in [0, {high}), got min {int(ids.min())}, max {int(ids.max())}")
 
 
