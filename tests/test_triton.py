@@ -13,7 +13,8 @@ import os
 
 import pytest
 import torch
-from op_cases import attention_case, ffn_stack_case, layernorm_case, linear_norm_case, nonorm_case
+from op_cases import (attention_case, bottleneck_attention_case, ffn_stack_case, layernorm_case, linear_norm_case,
+                      nonorm_case)
 from test_ops import _flat, _grads_of, assert_matches_reference
 
 import mbkernels
@@ -276,6 +277,55 @@ def test_attention_allocates_no_scores_buffer_unless_asked(return_scores):
         assert big == [], f"S×S-sized allocations without return_scores: {big}"
 
 
+# ---------------------------------------------------------------- bottleneck_attention
+
+@pytest.mark.parametrize("mode,norm,s,return_scores", [("shared", "nonorm", 7, True), ("shared", "layernorm", 1, True),
+                                                       ("bottleneck", "nonorm", 9, True), ("full", "layernorm", 5, True),
+                                                       ("none", "nonorm", 7, False)])
+def test_bottleneck_attention(mode, norm, s, return_scores):
+    fn, args, kwargs = bottleneck_attention_case(b=2, s=s, hidden=64, intra=32, heads=2, mode=mode, norm=norm,
+                                                 return_scores=return_scores)
+    check_triton(fn, args, kwargs, "bottleneck_attention")
+
+
+def _bottleneck_attention_seeded(h, key_mask, *weights, num_heads=2, mode="shared", norm="nonorm", eps=1e-12,
+                                 attn_dropout_p=0.0, hidden_dropout_p=0.0, seed=None, return_scores=False):
+    from mbkernels.ops import reference
+    args = (h, key_mask, *weights, num_heads, mode, norm, eps, attn_dropout_p, hidden_dropout_p, seed, return_scores)
+    if backend.current_backend() == "reference":
+        return reference.bottleneck_attention(*args)
+    return torch.ops.mbkernels.bottleneck_attention(*args)
+
+
+def test_bottleneck_attention_dropout_matches_reference_masks():
+    """Attention dropout (stream 0) and hidden dropout (stream 1) from one seed, as the reference."""
+    _, args, kwargs = bottleneck_attention_case(b=2, s=7, hidden=64, intra=32, heads=2)
+    kwargs.update(attn_dropout_p=0.2, hidden_dropout_p=0.3, seed=torch.tensor(31337, dtype=torch.int64))
+    check_triton(_bottleneck_attention_seeded, args, kwargs, "bottleneck_attention")
+
+
+@pytest.mark.parametrize("return_scores", [False, True])
+def test_bottleneck_attention_allocates_no_scores_buffer_unless_asked(return_scores):
+    """What runs inside the op, forward and backward, allocates nothing of B·H·S·S elements or more
+    unless scores were asked for (then the recorder must see that buffer)."""
+    b, heads, s = 2, 2, 65  # every activation and concatenated weight is smaller than one B·H·S·S map
+    _, args, kwargs = bottleneck_attention_case(b=b, s=s, hidden=64, intra=32, heads=heads)
+    h, mask, *weights = (a.detach() if isinstance(a, torch.Tensor) else a for a in _to_device(args))
+    op = OPS["bottleneck_attention"]
+    rest = (heads, "shared", "nonorm", 1e-12, 0.0, 0.0, None, return_scores)
+    rec = _Allocations()
+    with mbkernels.use_backend("triton"), rec:
+        out, scores = op.triton(h, mask, *weights, *rest)
+        grads = [torch.ones_like(out), torch.ones_like(scores) if return_scores else out.new_empty(0)]
+        op.triton_backward(grads, [True, False, *[True] * len(weights), False], h, mask, *weights, *rest)
+    big = [shape for shape, nbytes in rec.shapes if nbytes >= b * heads * s * s * h.element_size()]
+    assert backend.last_ran["bottleneck_attention"] == "triton"
+    if return_scores:
+        assert (b, heads, s, s) in big
+    else:
+        assert big == [], f"S×S-sized allocations without return_scores: {big}"
+
+
 # ---------------------------------------------------------------- dtypes, layouts, packaging
 
 BF16_CASES = {
@@ -284,6 +334,8 @@ BF16_CASES = {
     "linear_norm": lambda: linear_norm_case(b=2, s=5, k=64, n=32, dtype=torch.bfloat16, norm="layernorm"),
     "attention": lambda: attention_case(b=2, h=2, s=9, d=32, dtype=torch.bfloat16),
     "ffn_stack": lambda: ffn_stack_case(b=2, s=5, width=32, inter=64, n=2, dtype=torch.bfloat16),
+    "bottleneck_attention": lambda: bottleneck_attention_case(b=2, s=5, hidden=64, intra=32, heads=2,
+                                                              dtype=torch.bfloat16),
 }
 
 
@@ -329,6 +381,7 @@ OPCHECK_CASES = {
     "linear_norm": lambda: linear_norm_case(b=2, s=3, k=32, n=16, norm="layernorm"),
     "attention": lambda: attention_case(b=1, h=2, s=5, d=16),
     "ffn_stack": lambda: ffn_stack_case(b=1, s=3, width=16, inter=32, n=2),
+    "bottleneck_attention": lambda: bottleneck_attention_case(b=1, s=3, hidden=32, intra=32, heads=2),
 }
 
 

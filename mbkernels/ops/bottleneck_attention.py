@@ -3,8 +3,9 @@
 `b = N(h Wiᵀ)`; `s = N(h Waᵀ)`; Q, K from `s`, V from `h` (mode "shared", MobileBERT); or Q, K, V
 from `b` ("bottleneck", -tiny), from `h` with a bottleneck residual ("full", the IB-BERT teacher),
 or from `h` with no bottleneck ("none", a BERT layer). `out = N(dropout(ctx Woᵀ + bo) + residual)`.
-Returns (out, pre-softmax masked scores or an empty tensor). Runs the reference inside its custom
-op until its kernels land.
+Returns (out, pre-softmax masked scores or an empty tensor). On CPU the reference runs inside the
+custom op; on CUDA, or under `use_backend("triton")`, both directions run
+`mbkernels/triton/bottleneck_attention.py` (widths up to 512, head sizes 16–256).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, define
+from mbkernels.ops._registry import OpDef, _tensors, define, no_grad_placeholder
 from mbkernels.ops.dropout import new_seed
 
 MODES = ("shared", "bottleneck", "full", "none")
@@ -32,6 +33,43 @@ def _fake(h, key_mask, *rest):
     return h.new_empty((b, s, weights["output_weight"].shape[0])), scores
 
 
+def _triton_bottleneck_attention(h, weights, num_heads, mode, norm):
+    """The Triton bottleneck_attention module when it runs these inputs, else None (the reference runs)."""
+    from mbkernels import triton as mbt
+    if not mbt.available():
+        return None
+    from mbkernels.triton import bottleneck_attention as tk
+    return tk if tk.supported(h, weights, num_heads, mode, norm) else None
+
+
+def _split_args(rest):
+    weights = rest[:len(_WEIGHTS)]
+    return weights, rest[len(_WEIGHTS):]
+
+
+def _bottleneck_attention_triton(h, key_mask, *rest):
+    weights, (num_heads, mode, norm, eps, attn_p, hidden_p, seed, return_scores) = _split_args(rest)
+    tk = _triton_bottleneck_attention(h, weights, num_heads, mode, norm)
+    if tk is None:
+        return NotImplemented
+    return tk.bottleneck_attention_forward(h, key_mask, weights, num_heads, mode, norm, eps, attn_p, hidden_p,
+                                           seed, return_scores)
+
+
+def _bottleneck_attention_triton_backward(grads, needs_grad, h, key_mask, *rest):
+    weights, (num_heads, mode, norm, eps, attn_p, hidden_p, seed, return_scores) = _split_args(rest)
+    tk = _triton_bottleneck_attention(h, weights, num_heads, mode, norm)
+    if tk is None:
+        return NotImplemented
+    dscores = grads[1] if return_scores and grads[1].numel() else None
+    dh, dweights = tk.bottleneck_attention_backward(grads[0], dscores, h, key_mask, weights, num_heads, mode,
+                                                    norm, eps, attn_p, hidden_p, seed)
+    flat = _tensors((h, key_mask, *weights, seed))
+    # A fresh placeholder per slot: custom-op outputs may not alias each other.
+    return [g if need and g is not None else no_grad_placeholder(flat)
+            for g, need in zip((dh, None, *dweights, None), needs_grad)]
+
+
 BOTTLENECK_ATTENTION = define(OpDef(
     name="bottleneck_attention",
     args=("Tensor h, Tensor? key_mask, "
@@ -41,6 +79,8 @@ BOTTLENECK_ATTENTION = define(OpDef(
     returns="(Tensor, Tensor)",
     reference_forward=reference.bottleneck_attention,
     fake=_fake,
+    triton=_bottleneck_attention_triton,
+    triton_backward=_bottleneck_attention_triton_backward,
 ))
 
 

@@ -11,7 +11,8 @@ Backward (FlashAttention-2 style, recompute): the forward kernel again for O, m,
 for rowsum(dO∘O); `_attn_bwd_dkdv` (one program per key block, looping over query blocks) and
 `_attn_bwd_dq` (one per query block, looping over key blocks): every gradient written once by one
 program, no atomics. A gradient arriving on the returned scores is added to dS at unmasked keys.
-Head sizes: powers of two, 16–256.
+Head sizes: powers of two, 16–256. Every [B, H, S, D] operand is addressed through its (batch,
+head, sequence) strides, so [B, S, H·D] projections are read and written in place, never transposed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import triton.language as tl
 
 from mbkernels.triton import dropout as tdrop
 from mbkernels.triton import interpreting
+from mbkernels.triton.rounding import cast
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 HEAD_SIZES = (16, 32, 64, 128, 256)
@@ -37,35 +39,45 @@ def _dot(a, b, FP32_DOT: tl.constexpr):
 
 
 @triton.jit
-def _attn_fwd(Q, K, V, MASK, O, MROW, LROW, SC, H, S, sm_scale, mask_value, score_min, key, threshold, dscale,
+def _head(T, st, b, h):
+    """The [S, D] matrix of head h of batch b in a tensor of strides st = (batch, head, seq)."""
+    return T + b * st[0] + h * st[1]
+
+
+@triton.jit
+def _attn_fwd(Q, K, V, MASK, O, MROW, LROW, SC, sq, sk, sv, so, H, S, sm_scale, mask_value, score_min,
+              key, threshold, dscale,
               HAS_MASK: tl.constexpr, RETURN_SCORES: tl.constexpr, DROPOUT: tl.constexpr, FP32_DOT: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
-    base = bh * S * D
+    h = bh % H
+    Q = _head(Q, sq, b, h)
+    K = _head(K, sk, b, h)
+    V = _head(V, sv, b, h)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < S
     d = tl.arange(0, D)
-    q = tl.load(Q + base + rows[:, None] * D + d[None, :], mask=rmask[:, None], other=0.0)
+    q = tl.load(Q + rows[:, None] * sq[2] + d[None, :], mask=rmask[:, None], other=0.0)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
     for n0 in range(0, S, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
         cmask = cols < S
-        kt = tl.load(K + base + cols[None, :] * D + d[:, None], mask=cmask[None, :], other=0.0)
+        kt = tl.load(K + cols[None, :] * sk[2] + d[:, None], mask=cmask[None, :], other=0.0)
         s = _dot(q, kt, FP32_DOT) * sm_scale
         if HAS_MASK:
             km = tl.load(MASK + b * S + cols, mask=cmask, other=0) != 0
             s = tl.where(km[None, :], s, mask_value)
             if RETURN_SCORES:
                 tl.store(SC + bh * S * S + rows[:, None] * S + cols[None, :],
-                         tl.where(km[None, :], s, score_min).to(SC.dtype.element_ty),
+                         cast(tl.where(km[None, :], s, score_min), SC.dtype.element_ty),
                          mask=rmask[:, None] & cmask[None, :])
         else:
             if RETURN_SCORES:
-                tl.store(SC + bh * S * S + rows[:, None] * S + cols[None, :], s.to(SC.dtype.element_ty),
+                tl.store(SC + bh * S * S + rows[:, None] * S + cols[None, :], cast(s, SC.dtype.element_ty),
                          mask=rmask[:, None] & cmask[None, :])
         s = tl.where(cmask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -75,23 +87,26 @@ def _attn_fwd(Q, K, V, MASK, O, MROW, LROW, SC, H, S, sm_scale, mask_value, scor
         if DROPOUT:
             idx = (bh * S + rows[:, None]) * S + cols[None, :]
             p = tl.where(tdrop.keep(idx, key, threshold), p * dscale, 0.0)
-        v = tl.load(V + base + cols[:, None] * D + d[None, :], mask=cmask[:, None], other=0.0)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, FP32_DOT)
+        v = tl.load(V + cols[:, None] * sv[2] + d[None, :], mask=cmask[:, None], other=0.0)
+        acc = acc * alpha[:, None] + _dot(cast(p, v.dtype), v, FP32_DOT)
         m_i = m_new
     o = acc / l_i[:, None]
-    tl.store(O + base + rows[:, None] * D + d[None, :], o.to(O.dtype.element_ty), mask=rmask[:, None])
+    tl.store(_head(O, so, b, h) + rows[:, None] * so[2] + d[None, :], cast(o, O.dtype.element_ty), mask=rmask[:, None])
     tl.store(MROW + bh * S + rows, m_i, mask=rmask)
     tl.store(LROW + bh * S + rows, l_i, mask=rmask)
 
 
 @triton.jit
-def _attn_delta(O, DO, DELTA, R, D: tl.constexpr, BLOCK: tl.constexpr):
+def _attn_delta(O, DO, DELTA, so, sdo, H, S, D: tl.constexpr, BLOCK: tl.constexpr):
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    rmask = rows < R
-    offs = rows.to(tl.int64)[:, None] * D + tl.arange(0, D)[None, :]
-    o = tl.load(O + offs, mask=rmask[:, None], other=0.0).to(tl.float32)
-    do = tl.load(DO + offs, mask=rmask[:, None], other=0.0).to(tl.float32)
-    tl.store(DELTA + rows, tl.sum(o * do, axis=1), mask=rmask)
+    rmask = rows < S
+    d = tl.arange(0, D)[None, :]
+    o = tl.load(_head(O, so, b, h) + rows[:, None] * so[2] + d, mask=rmask[:, None], other=0.0).to(tl.float32)
+    do = tl.load(_head(DO, sdo, b, h) + rows[:, None] * sdo[2] + d, mask=rmask[:, None], other=0.0).to(tl.float32)
+    tl.store(DELTA + bh * S + rows, tl.sum(o * do, axis=1), mask=rmask)
 
 
 @triton.jit
@@ -123,19 +138,21 @@ def _probs_and_ds(q, kt, vt, do, m, l, delta, km, rows, cols, S, bh, DS, sm_scal
 
 
 @triton.jit
-def _attn_bwd_dkdv(Q, K, V, MASK, DO, MROW, LROW, DELTA, DS, DK, DV, H, S, sm_scale, mask_value,
-                   key, threshold, dscale,
+def _attn_bwd_dkdv(Q, K, V, MASK, DO, MROW, LROW, DELTA, DS, DK, DV, sq, sk, sv, sdo, sdk, sdv, H, S, sm_scale,
+                   mask_value, key, threshold, dscale,
                    HAS_MASK: tl.constexpr, HAS_DS: tl.constexpr, DROPOUT: tl.constexpr, FP32_DOT: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
-    base = bh * S * D
+    h = bh % H
+    Q = _head(Q, sq, b, h)
+    DO = _head(DO, sdo, b, h)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     cmask = cols < S
     d = tl.arange(0, D)
-    k = tl.load(K + base + cols[:, None] * D + d[None, :], mask=cmask[:, None], other=0.0)
-    v = tl.load(V + base + cols[:, None] * D + d[None, :], mask=cmask[:, None], other=0.0)
+    k = tl.load(_head(K, sk, b, h) + cols[:, None] * sk[2] + d[None, :], mask=cmask[:, None], other=0.0)
+    v = tl.load(_head(V, sv, b, h) + cols[:, None] * sv[2] + d[None, :], mask=cmask[:, None], other=0.0)
     kt = tl.trans(k)
     vt = tl.trans(v)
     if HAS_MASK:
@@ -147,34 +164,37 @@ def _attn_bwd_dkdv(Q, K, V, MASK, DO, MROW, LROW, DELTA, DS, DK, DV, H, S, sm_sc
     for m0 in range(0, S, BLOCK_M):
         rows = m0 + tl.arange(0, BLOCK_M)
         rmask = rows < S
-        q = tl.load(Q + base + rows[:, None] * D + d[None, :], mask=rmask[:, None], other=0.0)
-        do = tl.load(DO + base + rows[:, None] * D + d[None, :], mask=rmask[:, None], other=0.0)
+        q = tl.load(Q + rows[:, None] * sq[2] + d[None, :], mask=rmask[:, None], other=0.0)
+        do = tl.load(DO + rows[:, None] * sdo[2] + d[None, :], mask=rmask[:, None], other=0.0)
         m = tl.load(MROW + bh * S + rows, mask=rmask, other=0.0)
         l = tl.load(LROW + bh * S + rows, mask=rmask, other=1.0)
         delta = tl.load(DELTA + bh * S + rows, mask=rmask, other=0.0)
         pd, ds = _probs_and_ds(q, kt, vt, do, m, l, delta, km, rows, cols, S, bh, DS, sm_scale, mask_value,
                                key, threshold, dscale, HAS_MASK, HAS_DS, DROPOUT, FP32_DOT)
-        dv += _dot(tl.trans(pd).to(do.dtype), do, FP32_DOT)
-        dk += _dot(tl.trans(ds).to(q.dtype), q, FP32_DOT)
-    tl.store(DK + base + cols[:, None] * D + d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
+        dv += _dot(cast(tl.trans(pd), do.dtype), do, FP32_DOT)
+        dk += _dot(cast(tl.trans(ds), q.dtype), q, FP32_DOT)
+    tl.store(_head(DK, sdk, b, h) + cols[:, None] * sdk[2] + d[None, :], cast(dk * sm_scale, DK.dtype.element_ty),
              mask=cmask[:, None])
-    tl.store(DV + base + cols[:, None] * D + d[None, :], dv.to(DV.dtype.element_ty), mask=cmask[:, None])
+    tl.store(_head(DV, sdv, b, h) + cols[:, None] * sdv[2] + d[None, :], cast(dv, DV.dtype.element_ty),
+             mask=cmask[:, None])
 
 
 @triton.jit
-def _attn_bwd_dq(Q, K, V, MASK, DO, MROW, LROW, DELTA, DS, DQ, H, S, sm_scale, mask_value,
+def _attn_bwd_dq(Q, K, V, MASK, DO, MROW, LROW, DELTA, DS, DQ, sq, sk, sv, sdo, sdq, H, S, sm_scale, mask_value,
                  key, threshold, dscale,
                  HAS_MASK: tl.constexpr, HAS_DS: tl.constexpr, DROPOUT: tl.constexpr, FP32_DOT: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
-    base = bh * S * D
+    h = bh % H
+    K = _head(K, sk, b, h)
+    V = _head(V, sv, b, h)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < S
     d = tl.arange(0, D)
-    q = tl.load(Q + base + rows[:, None] * D + d[None, :], mask=rmask[:, None], other=0.0)
-    do = tl.load(DO + base + rows[:, None] * D + d[None, :], mask=rmask[:, None], other=0.0)
+    q = tl.load(_head(Q, sq, b, h) + rows[:, None] * sq[2] + d[None, :], mask=rmask[:, None], other=0.0)
+    do = tl.load(_head(DO, sdo, b, h) + rows[:, None] * sdo[2] + d[None, :], mask=rmask[:, None], other=0.0)
     m = tl.load(MROW + bh * S + rows, mask=rmask, other=0.0)
     l = tl.load(LROW + bh * S + rows, mask=rmask, other=1.0)
     delta = tl.load(DELTA + bh * S + rows, mask=rmask, other=0.0)
@@ -182,16 +202,16 @@ def _attn_bwd_dq(Q, K, V, MASK, DO, MROW, LROW, DELTA, DS, DQ, H, S, sm_scale, m
     for n0 in range(0, S, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
         cmask = cols < S
-        kt = tl.load(K + base + cols[None, :] * D + d[:, None], mask=cmask[None, :], other=0.0)
-        vt = tl.load(V + base + cols[None, :] * D + d[:, None], mask=cmask[None, :], other=0.0)
+        kt = tl.load(K + cols[None, :] * sk[2] + d[:, None], mask=cmask[None, :], other=0.0)
+        vt = tl.load(V + cols[None, :] * sv[2] + d[:, None], mask=cmask[None, :], other=0.0)
         if HAS_MASK:
             km = tl.load(MASK + b * S + cols, mask=cmask, other=0) != 0
         else:
             km = cmask
         _, ds = _probs_and_ds(q, kt, vt, do, m, l, delta, km, rows, cols, S, bh, DS, sm_scale, mask_value,
                               key, threshold, dscale, HAS_MASK, HAS_DS, DROPOUT, FP32_DOT)
-        dq += _dot(ds.to(q.dtype), tl.trans(kt), FP32_DOT)
-    tl.store(DQ + base + rows[:, None] * D + d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
+        dq += _dot(cast(ds, q.dtype), tl.trans(kt), FP32_DOT)
+    tl.store(_head(DQ, sdq, b, h) + rows[:, None] * sdq[2] + d[None, :], cast(dq * sm_scale, DQ.dtype.element_ty),
              mask=rmask[:, None])
 
 
@@ -212,10 +232,22 @@ def _mask_arg(key_mask, like):
     return key_mask.to(torch.int32).contiguous() if key_mask is not None else like
 
 
-def _launch_forward(q, k, v, key_mask, dropout_p, seed, return_scores):
+def _unit_last(t: torch.Tensor) -> torch.Tensor:
+    """t with unit stride along the head dimension (the kernels read rows of D contiguous values)."""
+    return t if t.stride(3) == 1 else t.contiguous()
+
+
+def _st(t: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, head, seq) strides of a [B, H, S, D] tensor: any layout with unit stride along D, e.g.
+    [B, S, H·D] projections viewed as heads, which the kernels read and write in place."""
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def forward_with_stats(q, k, v, key_mask, dropout_p, seed, return_scores, out=None):
+    """(context, scores or empty, row maxima, row sums): the forward and what its backward reuses."""
     b, h, s, d = q.shape
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    o = torch.empty_like(q)
+    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+    o = out if out is not None else torch.empty_like(q, memory_format=torch.contiguous_format)
     mrow = torch.empty((b, h, s), dtype=torch.float32, device=q.device)
     lrow = torch.empty((b, h, s), dtype=torch.float32, device=q.device)
     scores = q.new_empty((b, h, s, s)) if return_scores else q.new_empty(0)
@@ -223,40 +255,48 @@ def _launch_forward(q, k, v, key_mask, dropout_p, seed, return_scores):
     key, threshold, dscale = tdrop.dropout_params(dropout_p, seed, 0) if drop else (0, 0, 1.0)
     block_m, block_n = _blocks(d)
     _attn_fwd[(triton.cdiv(s, block_m), b * h)](
-        q, k, v, _mask_arg(key_mask, q), o, mrow, lrow, scores if return_scores else o, h, s, d ** -0.5,
-        MASK_VALUE, torch.finfo(q.dtype).min, key, threshold, dscale,
+        q, k, v, _mask_arg(key_mask, q), o, mrow, lrow, scores if return_scores else o,
+        _st(q), _st(k), _st(v), _st(o), h, s, d ** -0.5, MASK_VALUE, torch.finfo(q.dtype).min, key, threshold, dscale,
         HAS_MASK=key_mask is not None, RETURN_SCORES=return_scores, DROPOUT=drop,
         FP32_DOT=q.dtype == torch.float32 or interpreting(), BLOCK_M=block_m, BLOCK_N=block_n, D=d)
     return o, scores, mrow, lrow
 
 
-def attention_forward(q, k, v, key_mask, dropout_p: float, seed, return_scores: bool):
-    """(context [B, H, S, D], pre-softmax masked scores [B, H, S, S] or an empty tensor)."""
-    o, scores, _, _ = _launch_forward(q, k, v, key_mask, dropout_p, seed, return_scores)
+def attention_forward(q, k, v, key_mask, dropout_p: float, seed, return_scores: bool, out=None):
+    """(context [B, H, S, D], pre-softmax masked scores [B, H, S, S] or an empty tensor).
+
+    q, k, v and `out` (where the context is written; default a new contiguous tensor) may be any
+    [B, H, S, D] views with unit stride along D."""
+    o, scores, _, _ = forward_with_stats(q, k, v, key_mask, dropout_p, seed, return_scores, out)
     return o, scores
 
 
-def attention_backward(do, dscores, q, k, v, key_mask, dropout_p: float, seed):
-    """(dq, dk, dv); `dscores` is the gradient of the returned scores, or None."""
+def attention_backward(do, dscores, q, k, v, key_mask, dropout_p: float, seed, out=None, saved=None):
+    """(dq, dk, dv); `dscores` is the gradient of the returned scores, or None. `out`: three
+    [B, H, S, D] views to write dq, dk, dv into (default new contiguous tensors). `saved`: the
+    forward's (context, row maxima, row sums) when the caller has them (else recomputed)."""
     b, h, s, d = q.shape
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    do = do.contiguous()
-    o, _, mrow, lrow = _launch_forward(q, k, v, key_mask, dropout_p, seed, False)
+    q, k, v, do = _unit_last(q), _unit_last(k), _unit_last(v), _unit_last(do)
+    if saved is None:  # the context in fp32: rowsum(dO∘O) cancels against dP, a rounded O would show
+        o32 = torch.empty((b, h, s, d), dtype=torch.float32, device=q.device)
+        o, _, mrow, lrow = forward_with_stats(q, k, v, key_mask, dropout_p, seed, False, out=o32)
+    else:
+        o, mrow, lrow = saved
     delta = torch.empty((b, h, s), dtype=torch.float32, device=q.device)
-    rows = b * h * s
-    _attn_delta[(triton.cdiv(rows, 32),)](o, do, delta, rows, D=d, BLOCK=32)
+    _attn_delta[(triton.cdiv(s, 32), b * h)](o, do, delta, _st(o), _st(do), h, s, D=d, BLOCK=32)
     drop = dropout_p > 0
     key, threshold, dscale = tdrop.dropout_params(dropout_p, seed, 0) if drop else (0, 0, 1.0)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dq, dk, dv = out if out is not None else (torch.empty_like(t, memory_format=torch.contiguous_format)
+                                              for t in (q, k, v))
     ds = dscores.contiguous() if dscores is not None else q
     common = {"HAS_MASK": key_mask is not None, "HAS_DS": dscores is not None, "DROPOUT": drop,
               "FP32_DOT": q.dtype == torch.float32 or interpreting(), "D": d}
     block_m, block_n = _blocks(d, backward=True)
     mask = _mask_arg(key_mask, q)
     _attn_bwd_dkdv[(triton.cdiv(s, block_n), b * h)](
-        q, k, v, mask, do, mrow, lrow, delta, ds, dk, dv, h, s, d ** -0.5, MASK_VALUE, key, threshold, dscale,
-        BLOCK_M=block_m, BLOCK_N=block_n, **common)
+        q, k, v, mask, do, mrow, lrow, delta, ds, dk, dv, _st(q), _st(k), _st(v), _st(do), _st(dk), _st(dv),
+        h, s, d ** -0.5, MASK_VALUE, key, threshold, dscale, BLOCK_M=block_m, BLOCK_N=block_n, **common)
     _attn_bwd_dq[(triton.cdiv(s, block_m), b * h)](
-        q, k, v, mask, do, mrow, lrow, delta, ds, dq, h, s, d ** -0.5, MASK_VALUE, key, threshold, dscale,
-        BLOCK_M=block_m, BLOCK_N=block_n, **common)
+        q, k, v, mask, do, mrow, lrow, delta, ds, dq, _st(q), _st(k), _st(v), _st(do), _st(dq),
+        h, s, d ** -0.5, MASK_VALUE, key, threshold, dscale, BLOCK_M=block_m, BLOCK_N=block_n, **common)
     return dq, dk, dv

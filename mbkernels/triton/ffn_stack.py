@@ -31,6 +31,7 @@ from mbkernels.triton import dropout as tdrop
 from mbkernels.triton import gemm
 from mbkernels.triton import interpreting
 from mbkernels.triton import linear_norm as tlin
+from mbkernels.triton.rounding import cast
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_WIDTH = 256  # the row tile lives in registers; wider FFN stacks (the teacher's 1024) fall back
@@ -60,7 +61,7 @@ def _ffn_stack_fwd(X, W1, B1, W2, B2, NW, NB, EPS, Y, XS, M, WIDTH, INTER, F, ke
                           other=0.0)
             h = gemm.dot(x, w1t, FP32_DOT)
             h += tl.load(B1 + f * INTER + inter, mask=imask, other=0.0).to(tl.float32)[None, :]
-            h = gemm.act_fn(h, ACT).to(x.dtype)  # rounded as the unfused op chain rounds it
+            h = cast(gemm.act_fn(h, ACT), x.dtype)  # rounded as the unfused op chain rounds it
             w2t = tl.load(w2_base + cols[None, :] * INTER + inter[:, None], mask=imask[:, None] & cmask[None, :],
                           other=0.0)
             acc += gemm.dot(h, w2t, FP32_DOT)
@@ -76,7 +77,7 @@ def _ffn_stack_fwd(X, W1, B1, W2, B2, NW, NB, EPS, Y, XS, M, WIDTH, INTER, F, ke
             acc = xc * rstd[:, None]
         nw = tl.load(NW + f * WIDTH + cols, mask=cmask, other=0.0).to(tl.float32)
         nb = tl.load(NB + f * WIDTH + cols, mask=cmask, other=0.0).to(tl.float32)
-        x = tl.where(mask, acc * nw[None, :] + nb[None, :], 0.0).to(x.dtype)
+        x = cast(tl.where(mask, acc * nw[None, :] + nb[None, :], 0.0), x.dtype)
     tl.store(Y + offs, x, mask=mask)
 
 

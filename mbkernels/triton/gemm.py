@@ -20,6 +20,7 @@ import triton.language as tl
 
 from mbkernels.triton import interpreting
 from mbkernels.triton import nonorm as tnorm
+from mbkernels.triton.rounding import cast
 
 ACTS = {None: 0, "relu": 1, "gelu": 2}
 
@@ -99,11 +100,11 @@ def _gemm(A, B, C, BIAS, AUX, PRE, P, RS, M, N, K, k_per_split,
         if ACT_GRAD != 0:
             acc *= act_grad(tl.load(AUX + offs, mask=mask, other=0.0).to(tl.float32), ACT_GRAD)
         if STORE_PRE:
-            tl.store(PRE + offs, acc.to(PRE.dtype.element_ty), mask=mask)
+            tl.store(PRE + offs, cast(acc, PRE.dtype.element_ty), mask=mask)
         acc = act_fn(acc, ACT)
         if ADD:
             acc += tl.load(AUX + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(C + rows64[:, None] * scm + cols64[None, :], acc.to(C.dtype.element_ty), mask=mask)
+        tl.store(C + rows64[:, None] * scm + cols64[None, :], cast(acc, C.dtype.element_ty), mask=mask)
 
 
 def _fp32_dot(a: torch.Tensor) -> bool:

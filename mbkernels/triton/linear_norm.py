@@ -24,6 +24,7 @@ from mbkernels.triton import dropout as tdrop
 from mbkernels.triton import gemm
 from mbkernels.triton import interpreting
 from mbkernels.triton import nonorm as tnorm
+from mbkernels.triton.rounding import cast
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_N = 512
@@ -66,7 +67,7 @@ def _linear_norm_fwd(X, W, BIAS, R, NW, NB, Y, M, N, K, sxm, srm, sym, norm_grou
             nw = tl.load(NW + gcols, mask=cmask, other=0.0).to(tl.float32)
             nb = tl.load(NB + gcols, mask=cmask, other=0.0).to(tl.float32)
             acc = acc * nw[None, :] + nb[None, :]
-    tl.store(Y + rows64[:, None] * sym + gcols[None, :], acc.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Y + rows64[:, None] * sym + gcols[None, :], cast(acc, Y.dtype.element_ty), mask=mask)
 
 
 def supported(x, weight, norm: str) -> bool:
@@ -93,6 +94,7 @@ def grouped_forward(x2, weight, bias, norm_weight, norm_bias, norm: str, norm_gr
     apply to G = 1 only."""
     m, k = x2.shape
     n = weight.shape[0] // groups
+    norm = norm if norm_groups else "none"
     y = torch.empty((m, groups * n), dtype=x2.dtype, device=x2.device)
     drop = dropout_p > 0
     assert groups == 1 or (residual2 is None and not drop)

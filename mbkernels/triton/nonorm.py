@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from mbkernels.triton import dropout as tdrop
+from mbkernels.triton.rounding import cast
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_N = 8192  # one row per block row; wider rows fall back to the reference
@@ -39,7 +40,7 @@ def _norm_fwd(X, R, W, B, Y, M, N, eps,
         rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
         x = xc * rstd[:, None]
     y = x * w[None, :] + b[None, :]
-    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Y + offs, cast(y, Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -76,10 +77,10 @@ def _norm_bwd(DY, X, R, W, DX, DXD, PW, PB, M, N, eps, rows_per_prog, key, thres
             dx = wdy
             dw += tl.sum(dy * x, axis=0)
         db += tl.sum(dy, axis=0)
-        tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
+        tl.store(DX + offs, cast(dx, DX.dtype.element_ty), mask=mask)
         if DROPOUT:
             kept = tdrop.keep(offs, key, threshold)
-            tl.store(DXD + offs, tl.where(kept, dx * scale, 0.0).to(DXD.dtype.element_ty), mask=mask)
+            tl.store(DXD + offs, cast(tl.where(kept, dx * scale, 0.0), DXD.dtype.element_ty), mask=mask)
     tl.store(PW + pid * N + cols, dw, mask=cmask)
     tl.store(PB + pid * N + cols, db, mask=cmask)
 
@@ -93,7 +94,7 @@ def _sum_partials(P, OUT, G, N, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
         g = g0 + tl.arange(0, BLOCK_G)
         p = tl.load(P + g[:, None] * N + cols[None, :], mask=(g < G)[:, None] & cmask[None, :], other=0.0)
         acc += tl.sum(p, axis=0)
-    tl.store(OUT + cols, acc.to(OUT.dtype.element_ty), mask=cmask)
+    tl.store(OUT + cols, cast(acc, OUT.dtype.element_ty), mask=cmask)
 
 
 def _block_m(block_n: int) -> int:
