@@ -145,14 +145,14 @@ def test_engine_aarch64_under_qemu(tmp_path):
     reason = _aarch64_skip_reason()
     if reason:
         pytest.skip(reason)
+    # The encoder only (qemu is slow); the heads' GEMMs are the same NEON kernels ctest covers.
     config = small(MobileBertConfig.mobilebert())
-    model = saved_model(mbkernels.MobileBertForMaskedLM, config, tmp_path)
+    model = saved_model(mbkernels.MobileBertModel, config, tmp_path)
     ids, mask = padded_batch(config.vocab_size, tmp_path)
-    ref, ref_hidden = python_outputs(model, ids, mask, "logits")
-    for head, want in (("hidden", ref_hidden), ("mlm", ref)):
-        out = run_engine(AARCH64, tmp_path, head, prefix=qemu_prefix())
-        err = rel_err(out.reshape(want.shape), want)
-        assert err <= 1e-4, f"aarch64 NEON under qemu: {head} rel err {err:.3g} > 1e-4"
+    _, ref = python_outputs(model, ids, mask, "last_hidden_state")
+    out = run_engine(AARCH64, tmp_path, "hidden", prefix=qemu_prefix())
+    err = rel_err(out.reshape(ref.shape), ref)
+    assert err <= 1e-4, f"aarch64 NEON under qemu: rel err {err:.3g} > 1e-4"
 
 
 def test_neon_attention_has_vector_fma():
