@@ -44,7 +44,9 @@ def embedding(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("embedding: expected exactly one of input_ids or inputs_embeds, got "
                          f"{'both' if input_ids is not None else 'neither'}")
-    position_ids = position_ids.expand(token_type_ids.shape)
+    if position_ids.dim() == 1 or (position_ids.dim() == 2 and position_ids.shape[0] == 1):
+        # [S] or [1, S]: the same positions for every row (other shapes go to the op, which names them)
+        position_ids = position_ids.expand(token_type_ids.shape[0], position_ids.shape[-1])
     args = (input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings, transformation_weight,
             transformation_bias, position_embeddings, token_type_embeddings, norm_weight, norm_bias,
             padding_idx, trigram, norm, eps, dropout_p)

@@ -108,7 +108,7 @@ def bottleneck_attention(h, key_mask,
     k = _split_heads(F.linear(qk_in, key_weight, key_bias), num_heads)
     v = _split_heads(F.linear(v_in, value_weight, value_bias), num_heads)
     ctx, scores = attention(q, k, v, key_mask, attn_dropout_p, seed, return_scores)
-    ctx = ctx.transpose(1, 2).reshape(h.shape[0], h.shape[1], -1)
+    ctx = ctx.transpose(1, 2).flatten(2)  # not reshape(B, S, -1): -1 is ambiguous for an empty batch
     y = dropout(F.linear(ctx, output_weight, output_bias), hidden_dropout_p, seed, HIDDEN_STREAM)
     return norm(y, output_norm_weight, output_norm_bias, residual, norm_kind, eps), scores
 

@@ -1,0 +1,268 @@
+"""What every op accepts: shapes, dtypes, devices and values, checked before any kernel runs.
+
+The registry calls `check(name, args)` inside each custom op (so `torch.compile` never traces it and
+the kernels — C++ on CPU, Triton on CUDA — never see arguments that would make them read or write
+memory they do not own). Each failure is a `ValueError` (shape, value, device) or `TypeError`
+(dtype) whose message names the op, the argument, what was expected and what came:
+`mbkernels.ops.linear_norm: weight: expected shape (N, 512) (in_features = x's last dim), got (128, 5)`.
+Empty batches and non-contiguous or expanded tensors are valid. `use_backend("reference")`
+bypasses the custom ops, and with them these checks: there the plain torch of `reference.py` runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NORMS = ("nonorm", "layernorm")
+ACTS = ("relu", "gelu")
+MODES = ("shared", "bottleneck", "full", "none")
+# Arguments that hold integers (ids, masks, the dropout seed); every other tensor is floating point.
+_INTEGER = frozenset({"input_ids", "token_type_ids", "position_ids", "key_mask", "seed"})
+
+
+class _Op:
+    """The checks of one op call: `fail*` raise with the op's name in front."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def fail(self, arg: str, expected: str, got) -> None:
+        raise ValueError(f"mbkernels.ops.{self.name}: {arg}: expected {expected}, got {got}")
+
+    def fail_type(self, arg: str, expected: str, got) -> None:
+        raise TypeError(f"mbkernels.ops.{self.name}: {arg}: expected {expected}, got {got}")
+
+    def shape(self, arg: str, t: torch.Tensor | None, expected: tuple, why: str = "", optional: bool = False) -> None:
+        """`t` has exactly shape `expected` (None entries match any size)."""
+        if t is None:
+            if not optional:
+                self.fail(arg, f"a tensor of shape {_show(expected)}{why}", "None")
+            return
+        got = t.shape
+        if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
+            self.fail(arg, f"shape {_show(expected)}{why}", tuple(got))
+
+    def dims(self, arg: str, t: torch.Tensor, n: int, layout: str) -> None:
+        if t.dim() != n:
+            self.fail(arg, f"a {n}-d tensor {layout}", f"shape {tuple(t.shape)}")
+
+    def choice(self, arg: str, value, choices: tuple) -> None:
+        if value not in choices:
+            self.fail(arg, f"one of {choices}", repr(value))
+
+    def probability(self, arg: str, p: float) -> None:
+        if not 0.0 <= p < 1.0:
+            self.fail(arg, "a probability in [0, 1)", p)
+
+    def ids(self, arg: str, t: torch.Tensor, shape: tuple, high: int, what: str) -> None:
+        """An integer tensor of `shape` with values in [0, high) (rows of `what`)."""
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            self.fail_type(arg, "an integer tensor (torch.long)", t.dtype)
+        self.shape(arg, t, shape)
+        if t.numel():
+            lo, hi = torch.aminmax(t)
+            lo, hi = int(lo), int(hi)
+            if lo < 0 or hi >= high:
+                self.fail(arg, f"values in [0, {high}) (the rows of {what})", f"min {lo}, max {hi}")
+
+    def key_mask(self, m: torch.Tensor | None, batch: int, keys: int) -> None:
+        if m is None:
+            return
+        self.shape("key_mask", m, (batch, keys), " ([batch, keys], 1 = attend)")
+        if m.dtype == torch.bool:
+            return
+        if m.dtype.is_floating_point or m.dtype.is_complex:
+            self.fail_type("key_mask", "a bool or 0/1 integer tensor (modules convert float masks)", m.dtype)
+        bad = (m != 0) & (m != 1)
+        if bool(bad.any()):
+            self.fail("key_mask", "values 0 or 1", int(m[bad][0]))
+
+
+def _show(shape: tuple) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _common(op: _Op, names: tuple[str, ...], args) -> None:
+    """One device for every tensor; one floating dtype for the float tensors (outside autocast)."""
+    device = dtype = None
+    first = first_float = ""
+    for arg, a in zip(names, args):
+        items = a if isinstance(a, (list, tuple)) else (a,)
+        for i, t in enumerate(items):
+            if not isinstance(t, torch.Tensor):
+                continue
+            label = f"{arg}[{i}]" if isinstance(a, (list, tuple)) else arg
+            if device is None:
+                device, first = t.device, label
+            elif t.device != device:
+                op.fail(label, f"a tensor on {device} (like {first})", f"a tensor on {t.device}")
+            if arg in _INTEGER:
+                continue
+            if not t.is_floating_point():
+                op.fail_type(label, "a floating-point tensor", t.dtype)
+            if dtype is None:
+                dtype, first_float = t.dtype, label
+            elif t.dtype != dtype and not torch.is_autocast_enabled(t.device.type):
+                op.fail_type(label, f"{dtype} (the dtype of {first_float})", t.dtype)
+
+
+def _nonorm(op, x, weight, bias, residual, eps=None):
+    if x.dim() < 1:
+        op.fail("x", "a tensor of at least 1 dimension (features last)", "a 0-d tensor")
+    c = x.shape[-1]
+    op.shape("weight", weight, (c,), " (x's last dim)")
+    op.shape("bias", bias, (c,), " (x's last dim)")
+    op.shape("residual", residual, tuple(x.shape), " (as x)", optional=True)
+    if eps is not None and not eps >= 0:
+        op.fail("eps", "a non-negative float", eps)
+
+
+def _linear_norm(op, x, weight, bias, norm_weight, norm_bias, residual, norm, eps, dropout_p, seed):
+    if x.dim() < 1:
+        op.fail("x", "a tensor of at least 1 dimension (features last)", "a 0-d tensor")
+    op.choice("norm", norm, NORMS)
+    op.probability("dropout_p", dropout_p)
+    k = x.shape[-1]
+    op.shape("weight", weight, (None, k), f" (in_features = x's last dim)")
+    n = weight.shape[0]
+    op.shape("bias", bias, (n,), " (out_features)", optional=True)
+    op.shape("norm_weight", norm_weight, (n,), " (out_features)")
+    op.shape("norm_bias", norm_bias, (n,), " (out_features)")
+    op.shape("residual", residual, (*x.shape[:-1], n), " (x's with out_features last)", optional=True)
+
+
+def _attention(op, q, k, v, key_mask, dropout_p, seed, return_scores):
+    for arg, t in (("q", q), ("k", k), ("v", v)):
+        op.dims(arg, t, 4, "[batch, heads, sequence, head_size]")
+    b, h, s, d = q.shape
+    op.shape("k", k, (b, h, None, d), " (q's batch, heads and head size)")
+    op.shape("v", v, (b, h, k.shape[2], None), " (k's batch, heads and keys)")
+    op.key_mask(key_mask, b, k.shape[2])
+    op.probability("dropout_p", dropout_p)
+
+
+def _bottleneck_attention(op, h, key_mask, *rest):
+    num_heads, mode, norm, eps, attn_p, hidden_p, seed, return_scores = rest[18:]
+    op.choice("mode", mode, MODES)
+    op.choice("norm", norm, NORMS)
+    op.probability("attn_dropout_p", attn_p)
+    op.probability("hidden_dropout_p", hidden_p)
+    op.dims("h", h, 3, "[batch, sequence, hidden]")
+    b, s, hidden = h.shape
+    op.key_mask(key_mask, b, s)
+
+    def dense_norm(prefix, params, fan_in, why):
+        weight, bias, nw, nb = params
+        op.shape(f"{prefix}_weight", weight, (None, fan_in), why)
+        n = weight.shape[0]
+        op.shape(f"{prefix}_bias", bias, (n,), f" ({prefix}_weight's rows)", optional=True)
+        op.shape(f"{prefix}_norm_weight", nw, (n,), f" ({prefix}_weight's rows)")
+        op.shape(f"{prefix}_norm_bias", nb, (n,), f" ({prefix}_weight's rows)")
+        return n
+
+    intra = dense_norm("input", rest[0:4], hidden, " (in_features = h's last dim)") if mode != "none" else hidden
+    if mode == "shared":
+        dense_norm("attention", rest[4:8], hidden, " (in_features = h's last dim)")
+    qk_in = hidden if mode in ("full", "none") else intra
+    v_in = intra if mode == "bottleneck" else hidden
+    query_weight, query_bias, key_weight, key_bias, value_weight, value_bias = rest[8:14]
+    source = {hidden: "h's last dim", intra: "the bottleneck width"}
+    op.shape("query_weight", query_weight, (None, qk_in), f" (in_features = {source[qk_in]} in mode {mode!r})")
+    width = query_weight.shape[0]
+    if num_heads < 1 or width % num_heads:
+        op.fail("num_heads", f"a divisor of the attention width {width} (query_weight's rows)", num_heads)
+    op.shape("query_bias", query_bias, (width,), " (query_weight's rows)", optional=True)
+    op.shape("key_weight", key_weight, (width, qk_in), " (as query_weight)")
+    op.shape("key_bias", key_bias, (width,), " (query_weight's rows)", optional=True)
+    op.shape("value_weight", value_weight, (width, v_in), f" (in_features = {source[v_in]} in mode {mode!r})")
+    op.shape("value_bias", value_bias, (width,), " (query_weight's rows)", optional=True)
+    out = dense_norm("output", rest[14:18], width, " (in_features = the attention width)")
+    if out != intra:
+        op.fail("output_weight", f"{intra} rows (the width of the residual: "
+                f"{'h' if mode == 'none' else 'the bottleneck'})", f"shape {tuple(rest[14].shape)}")
+
+
+def _ffn_stack(op, x, w1s, b1s, w2s, b2s, nws, nbs, act, norm, eps, dropout_p, seed):
+    op.choice("act", act, ACTS)
+    op.choice("norm", norm, NORMS)
+    op.probability("dropout_p", dropout_p)
+    n = len(w1s)
+    if n == 0:
+        op.fail("intermediate_weights", "at least one FFN", "an empty list")
+    for arg, lst in (("intermediate_biases", b1s), ("output_weights", w2s), ("output_biases", b2s),
+                     ("norm_weights", nws), ("norm_biases", nbs), ("eps", eps)):
+        if len(lst) != n:
+            op.fail(arg, f"{n} entries (one per FFN)", len(lst))
+    if x.dim() < 1:
+        op.fail("x", "a tensor of at least 1 dimension (features last)", "a 0-d tensor")
+    width = x.shape[-1]
+    for i in range(n):
+        op.shape(f"intermediate_weights[{i}]", w1s[i], (None, width), " (in_features = x's last dim)")
+        inter = w1s[i].shape[0]
+        op.shape(f"intermediate_biases[{i}]", b1s[i], (inter,), f" (intermediate_weights[{i}]'s rows)")
+        op.shape(f"output_weights[{i}]", w2s[i], (width, inter), f" (x's last dim, intermediate_weights[{i}]'s rows)")
+        op.shape(f"output_biases[{i}]", b2s[i], (width,), " (x's last dim)")
+        op.shape(f"norm_weights[{i}]", nws[i], (width,), " (x's last dim)")
+        op.shape(f"norm_biases[{i}]", nbs[i], (width,), " (x's last dim)")
+
+
+def _embedding(op, input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings, transformation_weight,
+               transformation_bias, position_embeddings, token_type_embeddings, norm_weight, norm_bias, padding_idx,
+               trigram, norm, eps, dropout_p, seed):
+    op.choice("norm", norm, NORMS)
+    op.probability("dropout_p", dropout_p)
+    op.dims("word_embeddings", word_embeddings, 2, "[vocab, embedding]")
+    vocab, emb = word_embeddings.shape
+    if (input_ids is None) == (inputs_embeds is None):
+        op.fail("input_ids / inputs_embeds", "exactly one of them", "both" if input_ids is not None else "neither")
+    if input_ids is not None:
+        op.dims("input_ids", input_ids, 2, "[batch, sequence]")
+        shape = tuple(input_ids.shape)
+        op.ids("input_ids", input_ids, shape, vocab, "word_embeddings")
+    else:
+        op.dims("inputs_embeds", inputs_embeds, 3, "[batch, sequence, embedding]")
+        shape = tuple(inputs_embeds.shape[:2])
+        op.shape("inputs_embeds", inputs_embeds, (*shape, emb), " (word_embeddings' width last)")
+    op.dims("position_embeddings", position_embeddings, 2, "[positions, hidden]")
+    positions, hidden = position_embeddings.shape
+    op.shape("token_type_embeddings", token_type_embeddings, (None, hidden), " (hidden as position_embeddings)")
+    op.ids("token_type_ids", token_type_ids, shape, token_type_embeddings.shape[0], "token_type_embeddings")
+    op.ids("position_ids", position_ids, shape, positions, "position_embeddings")
+    fan_in = emb * (3 if trigram else 1)
+    if transformation_weight is not None:
+        op.shape("transformation_weight", transformation_weight, (hidden, fan_in),
+                 f" (hidden, {'3 × ' if trigram else ''}embedding)")
+        op.shape("transformation_bias", transformation_bias, (hidden,), " (hidden)", optional=True)
+    elif fan_in != hidden:
+        op.fail("transformation_weight", f"a tensor of shape ({hidden}, {fan_in}) (the embeddings are {fan_in} wide, "
+                f"the hidden size {hidden})", "None")
+    op.shape("norm_weight", norm_weight, (hidden,), " (hidden)")
+    op.shape("norm_bias", norm_bias, (hidden,), " (hidden)")
+    if padding_idx is not None and not 0 <= padding_idx < vocab:
+        op.fail("padding_idx", f"None or a row of word_embeddings in [0, {vocab})", padding_idx)
+
+
+_CHECKS = {"nonorm": _nonorm, "layernorm": _nonorm, "linear_norm": _linear_norm, "attention": _attention,
+           "bottleneck_attention": _bottleneck_attention, "ffn_stack": _ffn_stack, "embedding": _embedding}
+
+
+def argument_names(schema_args: str) -> tuple[str, ...]:
+    """The argument names of a schema's argument list ("Tensor x, Tensor? r" -> ("x", "r"))."""
+    return tuple(part.split()[-1] for part in schema_args.split(","))
+
+
+def check(name: str, names: tuple[str, ...], args) -> None:
+    """Raise if `args` (the op's positional arguments, named `names`) are not what op `name` accepts."""
+    op = _Op(name)
+    _common(op, names, args)
+    specific = _CHECKS.get(name)
+    if specific is not None:
+        specific(op, *args)
+
+
+def check_devices_and_dtypes(name: str, names: tuple[str, ...], args) -> None:
+    """The checks that need no data (for fake tensors: a CPU tensor beside a meta one dispatches to the
+    fake implementation, not to the op)."""
+    _common(_Op(name), names, args)
