@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from mbkernels import backend, checks
+from mbkernels.ops import _arguments
 
 # A kernel returns its result, or NotImplemented when it does not handle these inputs (a dtype it
 # has no code for), in which case the reference runs and says so in `backend.last_ran`.
@@ -181,8 +182,10 @@ OPS: dict[str, OpDef] = {}
 def define(opdef: OpDef) -> OpDef:
     """Register `mbkernels::<name>` and `mbkernels::<name>_backward` with fake and autograd."""
     name = opdef.name
+    names = _arguments.argument_names(opdef.args)
 
     def forward_impl(*args):
+        _arguments.check(name, names, args)  # before any kernel sees them
         out = _run(args, opdef.cpu, opdef.triton, name, opdef.reference_forward)
         checks.observe(name, out)  # the float16 flag / check mode (mbkernels/checks.py)
         return out
@@ -196,7 +199,11 @@ def define(opdef: OpDef) -> OpDef:
 
     opdef.op = torch.library.custom_op(
         f"mbkernels::{name}", forward_impl, mutates_args=(), schema=f"({opdef.args}) -> {opdef.returns}")
-    opdef.op.register_fake(opdef.fake)
+    def fake(*args):
+        _arguments.check_devices_and_dtypes(name, names, args)
+        return opdef.fake(*args)
+
+    opdef.op.register_fake(fake)
     opdef.backward_op = torch.library.custom_op(
         f"mbkernels::{name}_backward", backward_impl, mutates_args=(),
         schema=f"(Tensor[] grads, bool[] needs_grad, {opdef.args}) -> Tensor[]")
