@@ -132,7 +132,12 @@ def from_hf_config(hf_config) -> MobileBertConfig:
     names = {f.name for f in dataclasses.fields(MobileBertConfig)}
     if d.get("model_type", "mobilebert") != "mobilebert":
         raise ValueError(f"config: expected a MobileBERT config (model_type 'mobilebert'), got {d.get('model_type')!r}")
-    return MobileBertConfig.from_dict({k: v for k, v in d.items() if k in names})
+    d = {k: v for k, v in d.items() if k in names}
+    labels = d.get("id2label") or {}
+    if labels and {int(k): v for k, v in labels.items()} == {i: f"LABEL_{i}" for i in range(len(labels))}:
+        del d["id2label"]  # HF's placeholder names are our None; HF keeps the label count only there
+        d["num_labels"] = len(labels)
+    return MobileBertConfig.from_dict(d)
 
 
 def to_hf_config(config: MobileBertConfig, attn_implementation: str | None = None):
