@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -114,7 +115,9 @@ def onnx_export(module: nn.Module, args: tuple, path: str | os.PathLike, input_n
         import onnxscript  # noqa: F401  torch.onnx.export(dynamo=True) needs it
     except ImportError as e:
         raise RuntimeError("ONNX export needs onnxscript (pip install onnxscript)") from e
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Inputs sharing one Dim (batch, sequence) make the exporter say so once per input: expected here.
+        warnings.filterwarnings("ignore", message="# The axis name")
         torch.onnx.export(module, args, os.fspath(path), dynamo=True, input_names=list(input_names),
                           output_names=list(output_names), dynamic_shapes=dynamic_shapes, verbose=False)
 
