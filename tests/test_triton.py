@@ -347,6 +347,32 @@ def test_bfloat16(name):
     check_triton(fn, args, kwargs, name, tol=2e-2)
 
 
+@pytest.mark.parametrize("name", ["linear_norm", "ffn_stack", "bottleneck_attention"])
+def test_autocast_runs_bf16_kernels_with_fp32_master_weights(name):
+    """Under torch.autocast the op casts its fp32 inputs to bf16 (register_autocast), the bf16
+    kernels run (the very ones test_bfloat16 checks against the reference: same bits), and the fp32
+    leaves get fp32 gradients."""
+    from mbkernels.ops.autocast import REGISTERED
+    if not REGISTERED:
+        pytest.skip("torch < 2.5 has no torch.library.register_autocast")
+    fn, args, kwargs = {"linear_norm": lambda: linear_norm_case(b=2, s=5, k=64, n=32),
+                        "ffn_stack": lambda: ffn_stack_case(b=2, s=5, width=32, inter=64, n=2),
+                        "bottleneck_attention": lambda: bottleneck_attention_case(b=2, s=5, hidden=64, intra=32,
+                                                                                  heads=2)}[name]()
+    args = _to_device(args)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        outs, grads = _grads_of(fn, args, kwargs, "triton")
+    assert backend.last_ran[name] == "triton" and backend.last_ran[name + "_backward"] == "triton"
+    assert outs[0].dtype == torch.bfloat16
+    assert all(g is None or g.dtype == torch.float32 for g in grads)
+    bf16_args = tuple([t.detach().bfloat16().requires_grad_() for t in a] if isinstance(a, list)
+                      else a.detach().bfloat16().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point()
+                      else a for a in args)
+    _, bf16_grads = _grads_of(fn, bf16_args, kwargs, "triton")
+    for got, want in zip(grads, bf16_grads, strict=True):  # the same bf16 kernels ran, cast back to fp32
+        assert (got is None) == (want is None) and (got is None or torch.equal(got, want.float()))
+
+
 def test_attention_non_contiguous_heads():
     """[B, S, H, D] projections viewed as [B, H, S, D] (how the model splits heads)."""
     fn, args, kwargs = attention_case(b=2, h=2, s=7, d=16)

@@ -12,6 +12,7 @@ from mbkernels.ops.ffn_stack import ffn_stack
 from mbkernels.ops.linear_norm import linear_norm
 from mbkernels.ops.nonorm import layernorm, nonorm
 from mbkernels.ops._registry import OPS
+from mbkernels.ops import autocast as _autocast  # noqa: E402,F401  registers every op above for torch.autocast
 
 
 def norm(x, weight, bias, residual=None, kind: str = "nonorm", eps: float = 1e-12):
