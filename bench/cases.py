@@ -16,6 +16,7 @@ where `prepare()` does everything that must stay out of the timed region and ret
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from bench.harness import (MODULE_PROVIDERS, OP_PROVIDERS, ORT_INFO, Provider, Spec, UpstreamGrads, Workload,
                            case, compile_hf, compile_info, compiled, first, float_leaves, forward_step,
                            leaf_copies, ort_session)
-from mbkernels import MobileBertConfig, MobileBertModel, flops, use_backend
+from mbkernels import MobileBertConfig, MobileBertModel, flops, patch_hf, use_backend
 from mbkernels.testing import realistic_init_
 
 import op_cases  # noqa: E402  tests/op_cases.py (on sys.path through bench.harness): the op tests' builders
@@ -287,3 +288,22 @@ def model(spec: Spec) -> Workload:
     providers = module_providers(spec, ours_forward, list(ours.parameters()), lambda: m.hf, hf_forward, export)
     return Workload(total_flops(spec, flops.model(ours.config, spec.batch, spec.seq)), providers, expected,
                     {"layers": layers, "shape": f"MobileBertModel (mobilebert preset, {layers} layers), ids [B, S]"})
+
+
+@case("model_hf_patched", kind="model", providers=("fused", "hf"))
+def model_hf_patched(spec: Spec) -> Workload:
+    """The "model" point's HF twin patched in place by `mbkernels.patch_hf` (as "fused") next to the
+    same HF model unpatched ("hf"): what a transformers user gets from one call."""
+    whole = model(spec)
+    m = models(spec, whole.info["layers"])
+    ids, mask = _ids(spec, CONFIG.vocab_size)
+
+    def patched_step():
+        patched = patch_hf(copy.deepcopy(m.hf))
+        return forward_step(spec, lambda: patched(input_ids=ids, attention_mask=mask), list(patched.parameters()),
+                            UpstreamGrads())
+
+    providers = {"fused": Provider(patched_step, info={"fused": "transformers MobileBertModel + mbkernels.patch_hf"}),
+                 "hf": whole.providers["hf"]}
+    return Workload(whole.flops, providers, whole.expected, {**whole.info, "shape": "HF MobileBertModel "
+                    f"(mobilebert preset, {whole.info['layers']} layers) patched by mbkernels.patch_hf, ids [B, S]"})

@@ -36,6 +36,7 @@ import torch._dynamo  # imported by the first custom-op call otherwise (~2 s ins
 import mbkernels
 from mbkernels import backend, use_backend
 from mbkernels.bench_report import PROVIDER_ORDER
+from mbkernels.export import onnx_export
 from mbkernels.testing import rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -322,9 +323,7 @@ def ort_session(module: torch.nn.Module, args: tuple, names: list[str]):
     # The session holds the weights once created: the file (~100 MB for the model) goes right away.
     with tempfile.TemporaryDirectory(dir=current().workdir) as tmp:
         path = os.path.join(tmp, "model.onnx")
-        with torch.no_grad():
-            torch.onnx.export(module, args, path, dynamo=True, input_names=names, output_names=["out"],
-                              verbose=False)
+        onnx_export(module, args, path, names, ["out"])
         session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     feeds = {name: a.detach().cpu().numpy() for name, a in zip(names, args)}
     return session, feeds
