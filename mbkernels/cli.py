@@ -32,6 +32,18 @@ def _print_info() -> int:
     return 0
 
 
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an int in [low, high] (argparse turns the error into exit 2 naming the option)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"expected an integer {'in [' + str(low) + ', ' + str(high) + ']' if high else f'>= {low}'}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in FORWARDED:
@@ -42,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     p_info = sub.add_parser("info", help="versions, ISAs, devices and the backend of every op")
     p_info.add_argument("--json", action="store_true", help="print the dict as JSON")
     p_demo = sub.add_parser("demo", help="check every op against the reference and time the model")
-    p_demo.add_argument("--layers", type=int, default=24, help="encoder layers (default: 24, the real model)")
-    p_demo.add_argument("--batch", type=int, default=1)
-    p_demo.add_argument("--seq", type=int, default=128)
-    p_demo.add_argument("--repeats", type=int, default=10, help="timed calls per provider")
+    p_demo.add_argument("--layers", type=_int_in(1), default=24, help="encoder layers (default: 24, the real model)")
+    p_demo.add_argument("--batch", type=_int_in(1), default=1)
+    p_demo.add_argument("--seq", type=_int_in(1, 512), default=128, help="tokens (1..512, the position table)")
+    p_demo.add_argument("--repeats", type=_int_in(1), default=10, help="timed calls per provider")
     for name, (_, help_) in FORWARDED.items():
         sub.add_parser(name, help=help_, add_help=False)
     args = parser.parse_args(argv)
