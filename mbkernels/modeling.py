@@ -294,10 +294,16 @@ class MobileBertPreTrainedModel(nn.Module):
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
 
-def key_mask_from(attention_mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
+def key_mask_from(attention_mask: torch.Tensor | None, shape: torch.Size,
+                  device: torch.device | None = None) -> torch.Tensor | None:
     """HF-style [B, S] mask (float, int or bool; 1 = attend) → bool key mask, validated."""
     if attention_mask is None:
         return None
+    if device is not None and attention_mask.device != device:
+        raise ValueError(f"attention_mask: expected a tensor on {device} (the model's device), "
+                         f"got {attention_mask.device}")
+    if attention_mask.dtype.is_complex:
+        raise TypeError(f"attention_mask: expected a float, integer or bool tensor of 0/1, got {attention_mask.dtype}")
     if tuple(attention_mask.shape) != tuple(shape):
         raise ValueError(f"attention_mask: expected shape {tuple(shape)} (as input_ids), "
                          f"got {tuple(attention_mask.shape)}")
@@ -361,7 +367,7 @@ class MobileBertModel(MobileBertPreTrainedModel):
                              f"tokens, got a sequence of {shape[1]}")
         _check_ids("token_type_ids", token_type_ids, shape, c.type_vocab_size, device)
         _check_ids("position_ids", position_ids, shape, c.max_position_embeddings, device)
-        key_mask = key_mask_from(attention_mask, shape)
+        key_mask = key_mask_from(attention_mask, shape, device)
 
         want_scores = output_attentions or output_attention_scores
         with checks.model_forward(self.embeddings.word_embeddings.weight):  # float16: one check at the end
