@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "check.h"
@@ -139,6 +140,16 @@ void run_case(const Case& c, int threads, bool own_workspace, std::mt19937& rng)
   }
 }
 
+// The message of the std::invalid_argument attention_forward throws for a ("" if none).
+std::string error_of(const mbk::ops::AttentionArgs& a) {
+  try {
+    mbk::ops::attention_forward(a, 1);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
 void check_errors() {
   mbk::ops::AttentionArgs a;
   a.batch = 1;
@@ -146,29 +157,11 @@ void check_errors() {
   a.seq_q = 2;
   a.seq_k = 0;
   a.head_dim = 4;
-  bool threw = false;
-  try {
-    mbk::ops::attention_forward(a, 1);
-  } catch (const std::invalid_argument& e) {
-    threw = std::string(e.what()).find("seq_k") != std::string::npos;
-  }
-  CHECK(threw, "seq_k = 0 with queries must throw naming seq_k");
+  CHECK(error_of(a).find("seq_k") != std::string::npos, "seq_k = 0 with queries must throw naming seq_k");
   a.seq_k = 2;
-  threw = false;
-  try {
-    mbk::ops::attention_forward(a, 1);
-  } catch (const std::invalid_argument& e) {
-    threw = std::string(e.what()).find("null") != std::string::npos;
-  }
-  CHECK(threw, "null operands must throw");
+  CHECK(error_of(a).find("null") != std::string::npos, "null operands must throw");
   a.head_dim = -1;
-  threw = false;
-  try {
-    mbk::ops::attention_forward(a, 1);
-  } catch (const std::invalid_argument& e) {
-    threw = std::string(e.what()).find("head_dim=-1") != std::string::npos;
-  }
-  CHECK(threw, "a negative size must throw naming it");
+  CHECK(error_of(a).find("head_dim=-1") != std::string::npos, "a negative size must throw naming it");
 }
 
 }  // namespace

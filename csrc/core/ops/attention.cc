@@ -5,11 +5,11 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "cpu.h"
 #include "gemm/gemm_kernels.h"
 #include "ops/attention_kernels.h"
+#include "scratch.h"
 
 namespace mbk::ops {
 namespace {
@@ -50,12 +50,6 @@ void check(const AttentionArgs& a) {
     fail("q, k, v and ctx must not be null");
 }
 
-std::vector<float>& scratch(size_t floats) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < floats) buf.resize(floats);
-  return buf;
-}
-
 }  // namespace
 
 AttentionLayout attention_layout(const AttentionArgs& a) {
@@ -90,9 +84,7 @@ void attention_forward(const AttentionArgs& a, int num_threads, float* workspace
   tasks.chunks = (a.seq_q + tasks.q_chunk - 1) / tasks.q_chunk;
   const int64_t total = bh * tasks.chunks;
   nt = static_cast<int>(std::min<int64_t>(nt, total));
-  float* ws = workspace != nullptr
-                  ? workspace
-                  : scratch(attention_workspace_floats(a, nt)).data();
+  float* ws = workspace != nullptr ? workspace : thread_scratch(attention_workspace_floats(a, nt));
   gemm::parallel(nt, [&](int tid, int threads) {
     // Contiguous task ranges: a thread's consecutive tasks share (batch, head) and its gather.
     run(a, tasks, total * tid / threads, total * (tid + 1) / threads, L,

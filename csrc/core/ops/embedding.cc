@@ -4,7 +4,8 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
-#include <vector>
+
+#include "scratch.h"
 
 namespace mbk::ops {
 namespace {
@@ -50,12 +51,6 @@ void check(const EmbeddingArgs& a) {
   if (a.type_vocab < 1) fail("type_vocab must be >= 1");
 }
 
-std::vector<float>& scratch(size_t floats) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < floats) buf.resize(floats);
-  return buf;
-}
-
 }  // namespace
 
 size_t embedding_workspace_floats(const EmbeddingArgs& a) {
@@ -67,7 +62,7 @@ void embedding_forward(const EmbeddingArgs& a, int num_threads, float* workspace
   const int64_t rows = a.batch * a.seq, e = a.embedding_size, hidden = a.hidden;
   if (rows == 0) return;
   const int64_t width = a.trigram ? 3 * e : e;
-  float* t = workspace != nullptr ? workspace : scratch(embedding_workspace_floats(a)).data();
+  float* t = workspace != nullptr ? workspace : thread_scratch(embedding_workspace_floats(a));
   const size_t row_bytes = static_cast<size_t>(e) * sizeof(float);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t s = r % a.seq;

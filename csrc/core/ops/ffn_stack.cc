@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "gemm/gemm_kernels.h"
+#include "scratch.h"
 
 namespace mbk::ops {
 namespace {
@@ -36,14 +36,6 @@ void check_ffns(const FfnWeights* ffns, int count) {
   }
 }
 
-// Per calling thread, reused across calls: a fresh allocation of this size would be an mmap and
-// page faults on every call.
-std::vector<float>& scratch(size_t floats) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < floats) buf.resize(floats);
-  return buf;
-}
-
 }  // namespace
 
 void ffn_stack_forward(const float* x, int64_t ldx, int64_t rows, const FfnWeights* ffns,
@@ -70,7 +62,7 @@ void ffn_stack_forward(const float* x, int64_t ldx, int64_t rows, const FfnWeigh
   const int64_t max_tile_blocks = std::max<int64_t>(1, kMaxTileRows / mr);
   const int64_t tiles_per_thread = (blocks_per_thread + max_tile_blocks - 1) / max_tile_blocks;
   const int64_t tile_rows = (blocks_per_thread + tiles_per_thread - 1) / tiles_per_thread * mr;
-  float* hbuf = scratch(static_cast<size_t>(nt * tile_rows * std::max<int64_t>(inter, 1))).data();
+  float* hbuf = thread_scratch(static_cast<size_t>(nt * tile_rows * std::max<int64_t>(inter, 1)));
 
   gemm::parallel(nt, [&](int tid, int threads) {
     const int64_t r0 = std::min(rows, row_blocks * tid / threads * mr);
