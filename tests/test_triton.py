@@ -393,6 +393,87 @@ def test_every_kernel_compiles_for_sm90():
     assert done.returncode == 0 and "for sm_90" in done.stdout, done.stderr[-3000:]
 
 
+def _recording_backend(seen: list[str]):
+    """A torch.compile backend that runs AOT autograd without codegen (so our custom ops and their
+    backward ops are what runs) and records the call targets of its forward and backward graphs."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    def record(gm, _):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return make_boxed_func(gm.forward)
+    return aot_autograd(fw_compiler=record, bw_compiler=record)
+
+
+def test_compiled_layer_of_our_ops_is_one_graph():
+    """A MobileBERT layer as its three ops (bottleneck_attention → ffn_stack → linear_norm), forward
+    and backward under torch.compile(fullgraph=True) with the Triton kernels inside: no graph break,
+    all three ops in the graph, the same values as eager."""
+    from mbkernels import ops
+    _, att_args, att_kw = bottleneck_attention_case(b=2, s=7, hidden=64, intra=32, heads=2, return_scores=False)
+    _, ffn_args, ffn_kw = ffn_stack_case(b=2, s=7, width=32, inter=64, n=2)
+    _, ln_args, ln_kw = linear_norm_case(b=2, s=7, k=32, n=64)
+    h, mask, *att_w = _to_device(att_args)
+    ffn_w = _to_device(ffn_args)[1:]
+    out_w = _to_device(ln_args)[1:5]
+
+    def layer(h):
+        a, _ = ops.bottleneck_attention(h, mask, *att_w, **att_kw)
+        a = ops.ffn_stack(a, *ffn_w, **ffn_kw)
+        return ops.linear_norm(a, *out_w, residual=h, **ln_kw)
+
+    def out_and_grad(f):
+        out = f(h)
+        (dh,) = torch.autograd.grad((out ** 2).sum(), [h])  # the compiled backward graph, if f is compiled
+        return out, dh
+
+    seen: list[str] = []
+    with mbkernels.use_backend("triton"):
+        eager = out_and_grad(layer)
+        torch._dynamo.reset()
+        compiled = out_and_grad(torch.compile(layer, fullgraph=True, backend=_recording_backend(seen)))
+    for name in ("bottleneck_attention", "ffn_stack", "linear_norm"):
+        assert {f"mbkernels.{name}.default", f"mbkernels.{name}_backward.default"} <= set(seen)
+        assert backend.last_ran[name + "_backward"] == "triton"
+    for got, want in zip(compiled, eager, strict=True):
+        assert _rel(got, want) < 1e-6
+
+
+@pytest.mark.xfail(strict=True, raises=torch._dynamo.exc.Unsupported,
+                   reason="mbkernels/checks.py calls ContextVar.get while compiling, which Dynamo "
+                   "cannot trace (see /work/notes/triton-flag.md); remove this marker once it tests "
+                   "torch.compiler.is_compiling() first")
+def test_compiled_model_has_no_graph_break_and_matches_eager():
+    """torch.compile(fullgraph=True) of a whole MobileBertModel training step with the Triton kernels
+    inside the custom ops: one graph (fullgraph raises on any break), our ops in it, the same output
+    and gradients as eager (aot_eager: the graph machinery without Inductor's codegen)."""
+    from helpers import padded_batch, small
+
+    from mbkernels import MobileBertConfig, MobileBertModel
+    config = small(MobileBertConfig.mobilebert(), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = MobileBertModel(config).to(DEVICE).train()
+    ids, types, mask = (t.to(DEVICE) for t in padded_batch(config, batch=2, seq=8))
+    seen: list[str] = []
+
+    def forward(m):
+        return m(ids, token_type_ids=types, attention_mask=mask).last_hidden_state
+
+    def step(f):
+        out = f(model)
+        weight = model.encoder.layer[0].ffn[0].intermediate.dense.weight
+        (grad,) = torch.autograd.grad((out ** 2).mean(), [weight])  # the compiled backward, if f is compiled
+        return out, grad
+
+    with mbkernels.use_backend("triton"):
+        eager_out, eager_grad = step(forward)
+        torch._dynamo.reset()
+        out, grad = step(torch.compile(forward, fullgraph=True, backend=_recording_backend(seen)))
+    assert backend.last_ran["bottleneck_attention_backward"] == "triton"
+    assert {"mbkernels.ffn_stack.default", "mbkernels.bottleneck_attention_backward.default"} <= set(seen)
+    assert torch.equal(out, eager_out) and torch.allclose(grad, eager_grad, rtol=1e-5, atol=1e-7)
+
+
 def test_package_imports_without_triton():
     """`import mbkernels` never imports Triton, and with Triton missing the ops run the reference."""
     import subprocess
