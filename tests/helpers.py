@@ -15,13 +15,9 @@ def small(config: MobileBertConfig, **overrides) -> MobileBertConfig:
 
 
 def hf_config(config: MobileBertConfig):
-    import transformers
+    from mbkernels.hf import to_hf_config
 
-    d = config.to_dict()
-    d.pop("model_type")
-    hc = transformers.MobileBertConfig(**d)
-    hc._attn_implementation = "eager"  # HF returns attention probabilities only in eager mode
-    return hc
+    return to_hf_config(config, attn_implementation="eager")  # HF returns attention probabilities only in eager mode
 
 
 def hf_twin(ours: torch.nn.Module, hf_class_name: str):
