@@ -11,10 +11,12 @@ import importlib
 import json
 import sys
 
-# name -> (module with main(argv) -> int, one-line help)
+# name -> (module with main(argv) -> int, or "module:function", one-line help)
 FORWARDED = {
     "bench-report": ("mbkernels.bench_report", "turn saved pytest-benchmark JSON into bench/results/*.md and plots"),
     "distill": ("mbkernels.distill.cli", "distil a MobileBERT student from a teacher (or pre-train a teacher)"),
+    "finetune": ("mbkernels.finetune.cli:finetune_main", "fine-tune a model on a GLUE, CSV/JSONL or SQuAD task"),
+    "evaluate": ("mbkernels.finetune.cli:evaluate_main", "score a fine-tuned model; writes predictions and metrics"),
 }
 
 
@@ -47,8 +49,8 @@ def _int_in(low: int, high: int | None = None):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in FORWARDED:
-        module, _ = FORWARDED[argv[0]]
-        return int(importlib.import_module(module).main(argv[1:]) or 0)
+        module, _, function = FORWARDED[argv[0]][0].partition(":")
+        return int(getattr(importlib.import_module(module), function or "main")(argv[1:]) or 0)
     parser = argparse.ArgumentParser(prog="mbkernels", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="versions, ISAs, devices and the backend of every op")

@@ -9,7 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_ARGS = {"hf_round_trip.py": ["--layers", "2"], "patch_hf_model.py": ["--layers", "2"]}
 # Scripts whose smoke test checks their output too, in the suite of the part they show.
-TESTED_ELSEWHERE = {"distill_student.py"}  # tests/test_distill_cli.py::test_example_script_runs
+TESTED_ELSEWHERE = {"distill_student.py",  # tests/test_distill_cli.py::test_example_script_runs
+                    "proof_student.py"}    # tests/test_finetune_proof.py (--smoke)
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "python").glob("*.py")

@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
                                                     "(default: one to one, or averages of head groups)")
     g.add_argument("--no-copy-from-teacher", action="store_true",
                    help="do not copy embeddings and heads from the teacher")
+    g.add_argument("--project-embeddings", action="store_true",
+                   help="HF teacher: initialise the student's embeddings from the teacher's through a PCA")
     g = p.add_argument_group("losses")
     g.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE",
                    help=f"loss weight (0 turns it off); defaults {WEIGHTS}")
@@ -110,7 +112,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         corpus=args.corpus, tokenizer=args.tokenizer, output_dir=args.output_dir, strategy=args.strategy,
         student=args.student, student_overrides=_key_values(args.set, "--set"), teacher=args.teacher,
         steps=args.steps, layer_steps=args.layer_steps, layer_map=args.layer_map, head_map=head_map,
-        copy_from_teacher=not args.no_copy_from_teacher, during=args.during, after=args.after,
+        copy_from_teacher=not args.no_copy_from_teacher, project_embeddings=args.project_embeddings, during=args.during, after=args.after,
         freeze_finished=args.freeze_finished, weights=weights, alpha=args.alpha, temperature=args.temperature,
         count_padding=not args.mask_padding, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         warmup=args.warmup, decay=args.decay, clip=args.clip, batch_size=args.batch_size, grad_accum=args.grad_accum,

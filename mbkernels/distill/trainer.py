@@ -27,6 +27,7 @@ from mbkernels.backend import BACKENDS, use_backend
 from mbkernels.config import MobileBertConfig
 from mbkernels.distill import checkpoint, distributed, forward, losses, strategies
 from mbkernels.distill.data import PretrainingStream, collate, corpus_files, load_tokenizer, vocab_of
+from mbkernels.distill.embeddings import project_embeddings
 from mbkernels.distill.losses import IGNORE_INDEX
 from mbkernels.distill.optim import OPTIMIZERS, build_optimizer, group_of, param_groups, set_learning_rates
 from mbkernels.distill.teacher import (
@@ -64,6 +65,7 @@ class TrainConfig:
     layer_map: str | None = None         # "student:teacher,…" 1-based; default uniform (teacher.uniform_layer_map)
     head_map: list[int] | None = None    # teacher head per student head; default one to one or group averages
     copy_from_teacher: bool = True       # embeddings and heads, where names and shapes allow
+    project_embeddings: bool = False     # HF teacher: student embeddings from its through a PCA (embeddings.py)
     during: float = 3.0                  # progressive lr multipliers (Google's code)
     after: float = 0.3
     freeze_finished: bool = False
@@ -269,6 +271,8 @@ class Trainer:
         copied = []
         if self.teacher is not None and c.copy_from_teacher and isinstance(self.teacher, MobileBertTeacher):
             copied = copy_from_teacher(self.student, self.teacher.model)
+        elif self.teacher is not None and c.project_embeddings:  # a starting point: they train, unlike copies
+            project_embeddings(self.student, self.teacher.model)
         self.copied = {f"student.{n}" for n in copied}
         self.model = Distiller(self.student, projections, layer_map, c.head_map, c.loss_weights(), c.alpha,
                                c.temperature, c.count_padding).to(self.device)
