@@ -14,6 +14,7 @@
 #include "ops/ffn_stack.h"
 #include "ops/linear_norm.h"
 #include "ops/nonorm.h"
+#include "args.h"
 #include "weight_cache.h"
 
 namespace mbk::torch_cpu {
@@ -121,98 +122,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonorm_backward(
 // The packed-weight GEMM ops (fp32 forward). Weights come from the packed-weight cache
 // (weight_cache.h): an inference call with unchanged weights never repacks them.
 
-void check_f32(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "mbkernels_cpu::", op, ": ", name,
-              " must be a CPU tensor, got device ", t.device());
-  TORCH_CHECK(t.scalar_type() == at::kFloat, "mbkernels_cpu::", op, ": ", name,
-              " must be float32 (the C++ GEMM kernels are fp32; mbkernels.ops runs the "
-              "reference for other dtypes), got ", t.scalar_type());
-}
-
-void check_vector(const at::Tensor& t, int64_t n, const char* op, const char* name) {
-  check_f32(t, op, name);
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, "mbkernels_cpu::", op, ": ", name,
-              " must have shape [", n, "], got ", t.sizes());
-}
-
-gemm::Norm parse_norm(c10::string_view norm, const char* op) {
-  if (norm == "nonorm") return gemm::Norm::nonorm;
-  TORCH_CHECK(norm == "layernorm", "mbkernels_cpu::", op,
-              ": norm must be 'nonorm' or 'layernorm', got '", std::string(norm), "'");
-  return gemm::Norm::layernorm;
-}
-
-gemm::Act parse_act(c10::string_view act, const char* op) {
-  if (act == "relu") return gemm::Act::relu;
-  TORCH_CHECK(act == "gelu", "mbkernels_cpu::", op, ": act must be 'relu' or 'gelu', got '",
-              std::string(act), "'");
-  return gemm::Act::gelu;
-}
-
-// t as [rows, cols] rows with unit column stride and its row stride: a view when t's strides allow
-// it (no copy for contiguous or row-sliced inputs), else a contiguous copy.
-std::pair<at::Tensor, int64_t> as_rows(const at::Tensor& t, int64_t rows, int64_t cols) {
-  at::Tensor v = t.reshape({rows, cols});
-  if (cols > 1 && v.stride(1) != 1) v = v.contiguous();
-  return {v, rows > 1 ? v.stride(0) : cols};
-}
-
-int64_t leading_rows(const at::Tensor& x) {
-  int64_t rows = 1;
-  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
-  return rows;
-}
-
-// weight [N, K] float32 with K = the last dim of x.
-void check_linear_weight(const at::Tensor& w, int64_t k, const char* op, const char* name) {
-  check_f32(w, op, name);
-  TORCH_CHECK(w.dim() == 2 && w.size(1) == k, "mbkernels_cpu::", op, ": ", name,
-              " must have shape [out_features, ", k, "], got ", w.sizes());
-}
-
-std::vector<int64_t> with_last(const at::Tensor& x, int64_t last) {
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = last;
-  return shape;
-}
-
 // norm(x Wᵀ + bias [+ residual]) (linear_norm without dropout).
 at::Tensor linear_norm_forward(const at::Tensor& x, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias,
                                const at::Tensor& norm_weight, const at::Tensor& norm_bias,
                                const std::optional<at::Tensor>& residual, c10::string_view norm,
                                double eps) {
-  constexpr const char* op = "linear_norm_forward";
-  check_f32(x, op, "x");
-  TORCH_CHECK(x.dim() >= 1, "mbkernels_cpu::", op,
-              ": x must have at least 1 dimension (features last), got a 0-d tensor");
-  const int64_t k = x.size(-1);
-  check_linear_weight(weight, k, op, "weight");
-  const int64_t n = weight.size(0);
-  if (bias.has_value()) check_vector(*bias, n, op, "bias");
-  check_vector(norm_weight, n, op, "norm_weight");
-  check_vector(norm_bias, n, op, "norm_bias");
-  const gemm::Norm kind = parse_norm(norm, op);
-  const std::vector<int64_t> out_shape = with_last(x, n);
-  if (residual.has_value()) {
-    check_f32(*residual, op, "residual");
-    TORCH_CHECK(residual->sizes() == at::IntArrayRef(out_shape), "mbkernels_cpu::", op,
-                ": residual must have shape ", at::IntArrayRef(out_shape),
-                " (x's with the last dim out_features), got ", residual->sizes());
-  }
-  const int64_t rows = leading_rows(x);
-  at::Tensor y = at::empty(out_shape, x.options());
-  if (rows == 0 || n == 0) return y;
+  const LinearNormArgs a = check_linear_norm("linear_norm_forward", x, weight, bias, norm_weight,
+                                             norm_bias, residual, norm);
+  at::Tensor y = at::empty(a.out_shape, x.options());
+  if (a.rows == 0 || a.n == 0) return y;
   const auto packed = packed_weights(weight, bias.has_value() ? &*bias : nullptr);
-  const auto [xv, ldx] = as_rows(x, rows, k);
+  const auto [xv, ldx] = as_rows(x, a.rows, a.k);
   at::Tensor rv;
-  int64_t ldr = n;
-  if (residual.has_value()) std::tie(rv, ldr) = as_rows(*residual, rows, n);
+  int64_t ldr = a.n;
+  if (residual.has_value()) std::tie(rv, ldr) = as_rows(*residual, a.rows, a.n);
   const at::Tensor nw = norm_weight.contiguous(), nb = norm_bias.contiguous();
-  mbk::ops::linear_norm_forward(xv.const_data_ptr<float>(), ldx, rows, *packed,
+  mbk::ops::linear_norm_forward(xv.const_data_ptr<float>(), ldx, a.rows, *packed,
                                 residual.has_value() ? rv.const_data_ptr<float>() : nullptr, ldr,
-                                kind, nw.const_data_ptr<float>(), nb.const_data_ptr<float>(),
-                                static_cast<float>(eps), y.mutable_data_ptr<float>(), n,
+                                a.norm, nw.const_data_ptr<float>(), nb.const_data_ptr<float>(),
+                                static_cast<float>(eps), y.mutable_data_ptr<float>(), a.n,
                                 at::get_num_threads());
   return y;
 }
@@ -222,55 +151,20 @@ at::Tensor ffn_stack_forward(const at::Tensor& x, at::TensorList w1, at::TensorL
                              at::TensorList w2, at::TensorList b2, at::TensorList nw,
                              at::TensorList nb, c10::string_view act, c10::string_view norm,
                              at::ArrayRef<double> eps) {
-  constexpr const char* op = "ffn_stack_forward";
-  check_f32(x, op, "x");
-  TORCH_CHECK(x.dim() >= 1, "mbkernels_cpu::", op,
-              ": x must have at least 1 dimension (features last), got a 0-d tensor");
-  const int64_t count = static_cast<int64_t>(w1.size());
-  TORCH_CHECK(count >= 1, "mbkernels_cpu::", op,
-              ": intermediate_weights must hold at least one FFN, got an empty list");
-  const std::pair<at::TensorList, const char*> lists[] = {
-      {b1, "intermediate_biases"}, {w2, "output_weights"}, {b2, "output_biases"},
-      {nw, "norm_weights"}, {nb, "norm_biases"}};
-  for (const auto& [list, name] : lists)
-    TORCH_CHECK(static_cast<int64_t>(list.size()) == count, "mbkernels_cpu::", op, ": ", name,
-                " must have ", count, " entries (one per FFN), got ", list.size());
-  TORCH_CHECK(static_cast<int64_t>(eps.size()) == count, "mbkernels_cpu::", op, ": eps must have ",
-              count, " entries (one per FFN), got ", eps.size());
-  const gemm::Act act_kind = parse_act(act, op);
-  const gemm::Norm norm_kind = parse_norm(norm, op);
-  const int64_t width = x.size(-1);
-
-  std::vector<std::shared_ptr<const gemm::PackedWeights>> packed;
-  std::vector<at::Tensor> norm_params;
+  const FfnStackWeights f =
+      check_ffn_stack("ffn_stack_forward", x, w1, b1, w2, b2, nw, nb, act, norm, eps);
   std::vector<mbk::ops::FfnWeights> ffns;
-  for (int64_t i = 0; i < count; ++i) {
-    const auto item = [i](const char* list) { return std::string(list) + "[" + std::to_string(i) + "]"; };
-    check_linear_weight(w1[i], width, op, item("intermediate_weights").c_str());
-    const int64_t inter = w1[i].size(0);
-    check_vector(b1[i], inter, op, item("intermediate_biases").c_str());
-    check_linear_weight(w2[i], inter, op, item("output_weights").c_str());
-    TORCH_CHECK(w2[i].size(0) == width, "mbkernels_cpu::", op, ": output_weights[", i,
-                "] must have shape [", width, ", ", inter, "], got ", w2[i].sizes());
-    check_vector(b2[i], width, op, item("output_biases").c_str());
-    check_vector(nw[i], width, op, item("norm_weights").c_str());
-    check_vector(nb[i], width, op, item("norm_biases").c_str());
-    packed.push_back(packed_weights(w1[i], &b1[i]));
-    packed.push_back(packed_weights(w2[i], &b2[i]));
-    norm_params.push_back(nw[i].contiguous());
-    norm_params.push_back(nb[i].contiguous());
-  }
-  for (int64_t i = 0; i < count; ++i)
-    ffns.push_back({packed[2 * i].get(), packed[2 * i + 1].get(),
-                    norm_params[2 * i].const_data_ptr<float>(),
-                    norm_params[2 * i + 1].const_data_ptr<float>(), static_cast<float>(eps[i])});
+  for (int64_t i = 0; i < f.count; ++i)
+    ffns.push_back({f.intermediate[i].get(), f.output[i].get(),
+                    f.norm_weight[i].const_data_ptr<float>(),
+                    f.norm_bias[i].const_data_ptr<float>(), static_cast<float>(eps[i])});
   const int64_t rows = leading_rows(x);
   at::Tensor y = at::empty(x.sizes(), x.options());
-  if (rows == 0 || width == 0) return y;
-  const auto [xv, ldx] = as_rows(x, rows, width);
+  if (rows == 0 || f.width == 0) return y;
+  const auto [xv, ldx] = as_rows(x, rows, f.width);
   mbk::ops::ffn_stack_forward(xv.const_data_ptr<float>(), ldx, rows, ffns.data(),
-                              static_cast<int>(count), act_kind, norm_kind,
-                              y.mutable_data_ptr<float>(), width, at::get_num_threads());
+                              static_cast<int>(f.count), f.act, f.norm,
+                              y.mutable_data_ptr<float>(), f.width, at::get_num_threads());
   return y;
 }
 

@@ -2,8 +2,11 @@
 `x = N_i(act(x W1ᵢᵀ + b1ᵢ) W2ᵢᵀ + b2ᵢ + x)`, one eps per FFN (HF: `layer_norm_eps` for the first
 ones, 1e-5 for the last), dropout on the last FFN's output. On CPU the fp32 forward without
 dropout runs `mbkernels_cpu::ffn_stack_forward` (each thread pushes its row tiles through all the
-FFNs with the intermediate in cache; weights packed once and cached); other dtypes, dropout and the
-backward run the reference inside the custom op. On CUDA, or under `use_backend("triton")`, both
+FFNs with the intermediate in cache; weights packed once and cached) and its backward
+`mbkernels_cpu::ffn_stack_backward` (the forward recomputed on the packed GEMM, the [tokens, inter]
+intermediates one FFN at a time and never stored; norm and activation backward with the bias
+column sums fused in C++; the gradient GEMMs on ATen); other dtypes and dropout run the reference
+inside the custom op. On CUDA, or under `use_backend("triton")`, both
 directions run `mbkernels/triton/ffn_stack.py` (widths up to 256; the backward recomputes).
 """
 
@@ -54,6 +57,14 @@ def _ffn_stack_triton_backward(grads, needs_grad, x, w1, b1, w2, b2, nw, nb, act
     return [g if need and g is not None else no_grad_placeholder(flat) for g, need in zip(got, needs_grad)]
 
 
+def _ffn_stack_cpu_backward(grads, needs_grad, x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed):
+    if dropout_p > 0 or x.dtype != torch.float32 or (w1 and w1[0].dtype != torch.float32):
+        return NotImplemented
+    got = torch.ops.mbkernels_cpu.ffn_stack_backward(grads[0], x, w1, b1, w2, b2, nw, nb, act, norm, eps,
+                                                     needs_grad[:-1])
+    return [*got, no_grad_placeholder([x])]  # seed: no gradient
+
+
 def _fake(x, *rest):
     return x.new_empty(x.shape)
 
@@ -67,6 +78,7 @@ FFN_STACK = define(OpDef(
     reference_forward=reference.ffn_stack,
     fake=_fake,
     cpu=_ffn_stack_cpu,
+    cpu_backward=_ffn_stack_cpu_backward,
     triton=_ffn_stack_triton,
     triton_backward=_ffn_stack_triton_backward,
 ))

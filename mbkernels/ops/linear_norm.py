@@ -2,8 +2,10 @@
 
 Serves the attention output, the FFN outputs and the output bottleneck. On CPU the fp32 forward
 without dropout runs `mbkernels_cpu::linear_norm_forward` (packed-weight GEMM, residual and norm
-fused at store, weights packed once and cached); other dtypes, dropout and the backward run the
-reference inside the custom op.
+fused at store, weights packed once and cached) and its backward `mbkernels_cpu::linear_norm_backward`
+(the pre-norm values recomputed on the packed GEMM, the norm's backward and the bias column sums
+fused in C++, the gradient GEMMs on ATen); other dtypes and dropout run the reference inside the
+custom op.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ def _linear_norm_cpu(x, weight, bias, norm_weight, norm_bias, residual, norm, ep
         return NotImplemented
     return torch.ops.mbkernels_cpu.linear_norm_forward(x, weight, bias, norm_weight, norm_bias, residual,
                                                        norm, eps)
+
+
+def _linear_norm_cpu_backward(grads, needs_grad, x, weight, bias, norm_weight, norm_bias, residual, norm, eps,
+                              dropout_p, seed):
+    if dropout_p > 0 or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return NotImplemented
+    got = torch.ops.mbkernels_cpu.linear_norm_backward(grads[0], x, weight, bias, norm_weight, norm_bias,
+                                                       residual, norm, eps, needs_grad[:6])
+    return [*got, no_grad_placeholder(_tensors((x, seed)))]  # seed: no gradient
 
 
 def _triton_linear_norm(x, weight, norm):
@@ -66,6 +77,7 @@ LINEAR_NORM = define(OpDef(
     reference_forward=reference.linear_norm,
     fake=_fake,
     cpu=_linear_norm_cpu,
+    cpu_backward=_linear_norm_cpu_backward,
     triton=_linear_norm_triton,
     triton_backward=_linear_norm_triton_backward,
 ))

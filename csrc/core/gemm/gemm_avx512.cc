@@ -15,17 +15,26 @@ namespace {
 struct V : simd::avx512::VecF32 {
   static reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
   static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
+  static reg floor(reg a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+  static reg exp2i(reg n) {
+    const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+  }
+  static reg where_positive(reg u, reg x) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_GT_OQ), x);
+  }
 };
 }  // namespace
 }  // namespace mbk::gemm::avx512
 
-#include "gemm/gemm_impl.h"
+#include "gemm/epilogue_backward_impl.h"
 
 namespace mbk::gemm::avx512 {
 
 const IsaGemm& f32_gemm() {
   static const IsaGemm kernels{{6, 64, "f32_gemm_6x64__avx512"}, &run_rows<V, 6, 4>,
-                               &layernorm_rows<V>};
+                               &layernorm_rows<V>, &layernorm_backward_rows<V>,
+                               &activation_backward_rows<V>};
   return kernels;
 }
 

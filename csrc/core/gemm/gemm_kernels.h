@@ -37,6 +37,13 @@ struct IsaGemm {
   // y[r, :] = LayerNorm(y[r, :]) * w + b in place for r < rows (row stride ldy), n columns.
   void (*layernorm_rows)(float* y, int64_t ldy, int64_t rows, int64_t n, const float* w,
                          const float* b, float eps);
+  // The backward of the epilogues (epilogue_backward.h) over rows [r0, r1) of contiguous [rows, n]
+  // arrays, adding one row chunk's column sums into pw, pb and ps (ps may be null for LayerNorm).
+  void (*layernorm_backward_rows)(const float* g, const float* t, const float* w, float eps,
+                                  float* gt, int64_t r0, int64_t r1, int64_t n, float* pw,
+                                  float* pb, float* ps);
+  void (*activation_backward_rows)(Act act, float* u, const float* gh, float* gu, int64_t r0,
+                                   int64_t r1, int64_t n, float* ps);
 };
 
 // The kernels of isa (std::invalid_argument if not compiled).

@@ -7,17 +7,21 @@ namespace {
 struct V : simd::scalar::VecF32 {
   static reg min(reg a, reg b) { return a < b ? a : b; }
   static reg div(reg a, reg b) { return a / b; }
+  static reg floor(reg a) { return __builtin_floorf(a); }
+  static reg exp2i(reg n) { return __builtin_ldexpf(1.0f, static_cast<int>(n)); }
+  static reg where_positive(reg u, reg x) { return u > 0.0f ? x : 0.0f; }
 };
 }  // namespace
 }  // namespace mbk::gemm::scalar
 
-#include "gemm/gemm_impl.h"
+#include "gemm/epilogue_backward_impl.h"
 
 namespace mbk::gemm::scalar {
 
 const IsaGemm& f32_gemm() {
   static const IsaGemm kernels{{4, 4, "f32_gemm_4x4__scalar"}, &run_rows<V, 4, 4>,
-                               &layernorm_rows<V>};
+                               &layernorm_rows<V>, &layernorm_backward_rows<V>,
+                               &activation_backward_rows<V>};
   return kernels;
 }
 
