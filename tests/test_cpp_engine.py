@@ -1,7 +1,7 @@
 """The torch-free C++ engine (csrc/core/engine) through its example program `mobilebert_run`:
 checkpoints saved by mbkernels' `save_pretrained` (default preset with the MLM head, w/o OPT with a
 classifier and pooler, -tiny's bottleneck attention, the IB-BERT "full" attention at small widths),
-right-padded batches of lengths 1, 7 and 129, realistic-scale weights; the engine's outputs match
+right-padded batches of lengths 1, 7 and 129 with two segments, realistic-scale weights; the engine's outputs match
 the Python model's at 1e-4 per-row relative error, natively on every ISA this machine runs and,
 cross-compiled, under qemu-aarch64 (NEON). Also: the NEON objects hold vector FMAs, and an
 unsupported config is refused naming its field.
@@ -58,23 +58,27 @@ def saved_model(cls, config: MobileBertConfig, folder: Path):
 
 
 def padded_batch(vocab: int, folder: Path):
-    """ids and mask right-padded to max(LENGTHS), and the same ids as the engine's --input file."""
+    """ids, token types (a second segment in the latter half) and mask right-padded to
+    max(LENGTHS); the same ids and types as the engine's --input / --token-types files."""
     g = torch.Generator().manual_seed(1)
     seq = max(LENGTHS)
     ids = torch.zeros(len(LENGTHS), seq, dtype=torch.long)
-    mask = torch.zeros(len(LENGTHS), seq, dtype=torch.long)
-    lines = []
+    types = torch.zeros_like(ids)
+    mask = torch.zeros_like(ids)
     for i, n in enumerate(LENGTHS):
         ids[i, :n] = torch.randint(1, vocab, (n,), generator=g)
+        types[i, n // 2:n] = 1
         mask[i, :n] = 1
-        lines.append(" ".join(str(t) for t in ids[i, :n].tolist()))
-    (folder / "ids.txt").write_text("\n".join(lines) + "\n")
-    return ids, mask
+    for name, t in (("ids.txt", ids), ("types.txt", types)):
+        rows = [" ".join(str(v) for v in t[i, :n].tolist()) for i, n in enumerate(LENGTHS)]
+        (folder / name).write_text("\n".join(rows) + "\n")
+    return ids, types, mask
 
 
 def run_engine(binary: Path, folder: Path, head: str, *extra: str, prefix=()) -> torch.Tensor:
     out = folder / f"out_{head}.npy"
-    cmd = [*prefix, str(binary), str(folder), "--input", str(folder / "ids.txt"), "--head", head,
+    cmd = [*prefix, str(binary), str(folder), "--input", str(folder / "ids.txt"),
+           "--token-types", str(folder / "types.txt"), "--head", head,
            "--output", str(out), "--threads", "2", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
@@ -100,11 +104,12 @@ CASES = {
 }
 
 
-def python_outputs(model, ids, mask, field):
+def python_outputs(model, batch, field):
+    ids, types, mask = batch
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=mask)
+        out = model(input_ids=ids, token_type_ids=types, attention_mask=mask)
         backbone = model if isinstance(model, mbkernels.MobileBertModel) else model.mobilebert
-        hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = backbone(input_ids=ids, token_type_ids=types, attention_mask=mask).last_hidden_state
     return getattr(out, field), hidden
 
 
@@ -114,8 +119,8 @@ def test_engine_matches_python(case, tmp_path):
     cls, config, head, field = CASES[case]
     config = small(config)
     model = saved_model(cls, config, tmp_path)
-    ids, mask = padded_batch(config.vocab_size, tmp_path)
-    ref, ref_hidden = python_outputs(model, ids, mask, field)
+    batch = padded_batch(config.vocab_size, tmp_path)
+    ref, ref_hidden = python_outputs(model, batch, field)
     hidden = run_engine(NATIVE, tmp_path, "hidden")
     err = rel_err(hidden.reshape(ref_hidden.shape), ref_hidden)
     assert err <= 1e-4, f"{case}: last hidden state rel err {err:.3g} > 1e-4"
@@ -134,8 +139,8 @@ def test_engine_every_isa(isa, tmp_path):
         pytest.skip(f"ISA {isa} is not supported on this machine/build")
     config = small(MobileBertConfig.mobilebert())
     model = saved_model(mbkernels.MobileBertModel, config, tmp_path)
-    ids, mask = padded_batch(config.vocab_size, tmp_path)
-    _, ref = python_outputs(model, ids, mask, "last_hidden_state")
+    batch = padded_batch(config.vocab_size, tmp_path)
+    _, ref = python_outputs(model, batch, "last_hidden_state")
     out = run_engine(NATIVE, tmp_path, "hidden", "--isa", isa)
     err = rel_err(out.reshape(ref.shape), ref)
     assert err <= 1e-4, f"{isa}: rel err {err:.3g} > 1e-4"
@@ -148,8 +153,8 @@ def test_engine_aarch64_under_qemu(tmp_path):
     # The encoder only (qemu is slow); the heads' GEMMs are the same NEON kernels ctest covers.
     config = small(MobileBertConfig.mobilebert())
     model = saved_model(mbkernels.MobileBertModel, config, tmp_path)
-    ids, mask = padded_batch(config.vocab_size, tmp_path)
-    _, ref = python_outputs(model, ids, mask, "last_hidden_state")
+    batch = padded_batch(config.vocab_size, tmp_path)
+    _, ref = python_outputs(model, batch, "last_hidden_state")
     out = run_engine(AARCH64, tmp_path, "hidden", prefix=qemu_prefix())
     err = rel_err(out.reshape(ref.shape), ref)
     assert err <= 1e-4, f"aarch64 NEON under qemu: rel err {err:.3g} > 1e-4"

@@ -2,11 +2,13 @@
 // that `save_pretrained` wrote. Reads a batch of token ids, runs the encoder and the checkpoint's
 // head, prints a summary and optionally the latency, and writes the output as a .npy file.
 //
-//   mobilebert_run MODEL_DIR [--input FILE] [--random B S] [--head auto|hidden|mlm|classify]
-//                  [--output OUT.npy] [--threads N] [--isa NAME] [--repeat N]
+//   mobilebert_run MODEL_DIR [--input FILE [--token-types FILE]] [--random B S]
+//                  [--head auto|hidden|mlm|classify] [--output OUT.npy] [--threads N] [--isa NAME]
+//                  [--repeat N]
 //
 // --input: one sequence per line, token ids separated by spaces; shorter lines are right-padded
-// with pad_token_id and masked out. --random B S: B sequences of S random ids (for timing).
+// with pad_token_id and masked out. --token-types: the same layout, one segment id per token
+// (default all 0). --random B S: B sequences of S random ids (for timing).
 // --head auto picks the MLM head, else the classifier, else the last hidden state.
 // --repeat N: time N more forwards after the first, print the median (ms).
 #include <algorithm>
@@ -26,14 +28,14 @@
 namespace {
 
 struct Options {
-  std::string model, input, head = "auto", output, isa;
+  std::string model, input, token_types, head = "auto", output, isa;
   int64_t random_batch = 0, random_seq = 0;
   int threads = 1, repeat = 0;
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
-               "mobilebert_run: %s\nusage: mobilebert_run MODEL_DIR [--input FILE] [--random B S] "
+               "mobilebert_run: %s\nusage: mobilebert_run MODEL_DIR [--input FILE [--token-types FILE]] [--random B S] "
                "[--head auto|hidden|mlm|classify] [--output OUT.npy] [--threads N] [--isa NAME] "
                "[--repeat N]\n",
                why.c_str());
@@ -56,6 +58,7 @@ Options parse(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--input") o.input = next();
+    else if (a == "--token-types") o.token_types = next();
     else if (a == "--output") o.output = next();
     else if (a == "--head") o.head = next();
     else if (a == "--isa") o.isa = next();
@@ -70,34 +73,52 @@ Options parse(int argc, char** argv) {
   }
   if (o.model.empty()) usage("MODEL_DIR is required");
   if (o.input.empty() == (o.random_batch == 0)) usage("give exactly one of --input and --random");
+  if (!o.token_types.empty() && o.input.empty()) usage("--token-types needs --input");
   if (o.head != "auto" && o.head != "hidden" && o.head != "mlm" && o.head != "classify")
     usage("--head must be auto, hidden, mlm or classify, got " + o.head);
   return o;
 }
 
-// Token ids, right-padded, and the mask.
+// Token ids and token types, right-padded, and the mask.
 struct Tokens {
   int64_t batch = 0, seq = 0;
-  std::vector<int64_t> ids;
+  std::vector<int64_t> ids, types;  // types: empty without --token-types
   std::vector<uint8_t> mask;
 };
+
+// One row of integers per non-empty line of path.
+std::vector<std::vector<int64_t>> read_rows(const std::string& flag, const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error(flag + ": cannot open '" + path + "'");
+  std::vector<std::vector<int64_t>> rows;
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream ss(line);
+    std::vector<int64_t> row;
+    int64_t id;
+    while (ss >> id) row.push_back(id);
+    if (!ss.eof())
+      throw std::runtime_error(flag + ": line " + std::to_string(rows.size() + 1) +
+                               " is not a list of integers");
+    if (!row.empty()) rows.push_back(std::move(row));
+  }
+  if (rows.empty()) throw std::runtime_error(flag + ": '" + path + "' has no rows");
+  return rows;
+}
+
+// rows right-padded with pad into a [rows, seq] matrix.
+std::vector<int64_t> pad_rows(const std::vector<std::vector<int64_t>>& rows, int64_t seq,
+                              int64_t pad) {
+  std::vector<int64_t> out(rows.size() * seq, pad);
+  for (size_t b = 0; b < rows.size(); ++b)
+    std::copy(rows[b].begin(), rows[b].end(), out.begin() + b * seq);
+  return out;
+}
 
 Tokens read_tokens(const Options& o, const mbk::engine::MobileBertConfig& c) {
   std::vector<std::vector<int64_t>> rows;
   if (!o.input.empty()) {
-    std::ifstream f(o.input);
-    if (!f) throw std::runtime_error("--input: cannot open '" + o.input + "'");
-    std::string line;
-    while (std::getline(f, line)) {
-      std::istringstream ss(line);
-      std::vector<int64_t> row;
-      int64_t id;
-      while (ss >> id) row.push_back(id);
-      if (!ss.eof()) throw std::runtime_error("--input: line " + std::to_string(rows.size() + 1) +
-                                              " is not a list of integer token ids");
-      if (!row.empty()) rows.push_back(std::move(row));
-    }
-    if (rows.empty()) throw std::runtime_error("--input: '" + o.input + "' has no token ids");
+    rows = read_rows("--input", o.input);
   } else {
     std::mt19937_64 rng(0);
     std::uniform_int_distribution<int64_t> id(1, c.vocab_size - 1);
@@ -108,13 +129,18 @@ Tokens read_tokens(const Options& o, const mbk::engine::MobileBertConfig& c) {
   Tokens t;
   t.batch = static_cast<int64_t>(rows.size());
   for (const auto& r : rows) t.seq = std::max<int64_t>(t.seq, r.size());
-  t.ids.assign(t.batch * t.seq, c.pad_token_id);
+  t.ids = pad_rows(rows, t.seq, c.pad_token_id);
   t.mask.assign(t.batch * t.seq, 0);
   for (int64_t b = 0; b < t.batch; ++b)
-    for (size_t s = 0; s < rows[b].size(); ++s) {
-      t.ids[b * t.seq + s] = rows[b][s];
-      t.mask[b * t.seq + s] = 1;
-    }
+    std::fill_n(t.mask.begin() + b * t.seq, rows[b].size(), uint8_t(1));
+  if (!o.token_types.empty()) {
+    const std::vector<std::vector<int64_t>> types = read_rows("--token-types", o.token_types);
+    for (int64_t b = 0; b < t.batch; ++b)
+      if (b >= static_cast<int64_t>(types.size()) || types[b].size() != rows[b].size())
+        throw std::runtime_error("--token-types: line " + std::to_string(b + 1) +
+                                 " must have as many entries as the same line of the ids");
+    t.types = pad_rows(types, t.seq, 0);
+  }
   return t;
 }
 
@@ -164,7 +190,8 @@ int main(int argc, char** argv) {
                 mbk::isa_name(mbk::active_isa()), o.threads, load_ms,
                 model.arena_bytes() / 1048576.0);
 
-    mbk::engine::Batch batch{tok.batch, tok.seq, tok.ids.data(), nullptr, tok.mask.data()};
+    mbk::engine::Batch batch{tok.batch, tok.seq, tok.ids.data(),
+                             tok.types.empty() ? nullptr : tok.types.data(), tok.mask.data()};
     const auto run = [&]() -> const float* {
       if (head == "mlm") return model.mlm_logits(batch);
       if (head == "classify") return model.sequence_logits(batch);
