@@ -21,28 +21,33 @@ _INTEGER = frozenset({"input_ids", "token_type_ids", "position_ids", "key_mask",
 
 
 class _Op:
-    """The checks of one op call: `fail*` raise with the op's name in front."""
+    """The checks of one op call. Messages are formatted only on failure: these run on every call."""
 
     __slots__ = ("name",)
 
     def __init__(self, name: str):
         self.name = name
 
-    def fail(self, arg: str, expected: str, got) -> None:
-        raise ValueError(f"mbkernels.ops.{self.name}: {arg}: expected {expected}, got {got}")
+    def fail(self, arg, expected: str, got) -> None:
+        raise ValueError(f"mbkernels.ops.{self.name}: {_label(arg)}: expected {expected}, got {got}")
 
-    def fail_type(self, arg: str, expected: str, got) -> None:
-        raise TypeError(f"mbkernels.ops.{self.name}: {arg}: expected {expected}, got {got}")
+    def fail_type(self, arg, expected: str, got) -> None:
+        raise TypeError(f"mbkernels.ops.{self.name}: {_label(arg)}: expected {expected}, got {got}")
 
-    def shape(self, arg: str, t: torch.Tensor | None, expected: tuple, why: str = "", optional: bool = False) -> None:
-        """`t` has exactly shape `expected` (None entries match any size)."""
+    def shape(self, arg, t: torch.Tensor | None, expected: tuple, why: str = "", optional: bool = False) -> None:
+        """`t` has exactly shape `expected` (None entries match any size). `arg` is a name or (list name, i)."""
         if t is None:
             if not optional:
                 self.fail(arg, f"a tensor of shape {_show(expected)}{why}", "None")
             return
         got = t.shape
-        if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
-            self.fail(arg, f"shape {_show(expected)}{why}", tuple(got))
+        if len(got) == len(expected):
+            for e, g in zip(expected, got):
+                if e is not None and e != g:
+                    break
+            else:
+                return
+        self.fail(arg, f"shape {_show(expected)}{why}", tuple(got))
 
     def dims(self, arg: str, t: torch.Tensor, n: int, layout: str) -> None:
         if t.dim() != n:
@@ -80,32 +85,51 @@ class _Op:
             self.fail("key_mask", "values 0 or 1", int(m[bad][0]))
 
 
+def _label(arg) -> str:
+    return arg if isinstance(arg, str) else f"{arg[0]}[{arg[1]}]"
+
+
 def _show(shape: tuple) -> str:
     return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _common(op: _Op, names: tuple[str, ...], args) -> None:
-    """One device for every tensor; one floating dtype for the float tensors (outside autocast)."""
+def _common(op: _Op, signature: Signature, args, fake: bool = False) -> None:
+    """One device for every tensor; one floating dtype for the float tensors (outside autocast).
+    Devices are compared by `get_device()` (-1 on CPU; cheap) except for fake tensors."""
     device = dtype = None
-    first = first_float = ""
-    for arg, a in zip(names, args):
-        items = a if isinstance(a, (list, tuple)) else (a,)
-        for i, t in enumerate(items):
-            if not isinstance(t, torch.Tensor):
+    first = first_float = None
+    for index, arg, is_list, integer in signature.tensors:
+        a = args[index]
+        if a is None:
+            continue
+        for i, t in enumerate(a) if is_list else ((None, a),):
+            d = t.device if fake else t.get_device()
+            if first is None:
+                device, first = d, (arg, i)
+            elif d != device:
+                op.fail(_at(arg, i), f"a tensor on {_device_of(args, signature, first)} (like {_label(_at(*first))})",
+                        f"a tensor on {t.device}")
+            if integer:
                 continue
-            label = f"{arg}[{i}]" if isinstance(a, (list, tuple)) else arg
-            if device is None:
-                device, first = t.device, label
-            elif t.device != device:
-                op.fail(label, f"a tensor on {device} (like {first})", f"a tensor on {t.device}")
-            if arg in _INTEGER:
+            dt = t.dtype
+            if dt is dtype:
                 continue
-            if not t.is_floating_point():
-                op.fail_type(label, "a floating-point tensor", t.dtype)
+            if not dt.is_floating_point:
+                op.fail_type(_at(arg, i), "a floating-point tensor", dt)
             if dtype is None:
-                dtype, first_float = t.dtype, label
-            elif t.dtype != dtype and not torch.is_autocast_enabled(t.device.type):
-                op.fail_type(label, f"{dtype} (the dtype of {first_float})", t.dtype)
+                dtype, first_float = dt, (arg, i)
+            elif not torch.is_autocast_enabled(t.device.type):
+                op.fail_type(_at(arg, i), f"{dtype} (the dtype of {_label(_at(*first_float))})", dt)
+
+
+def _at(arg: str, i):
+    return arg if i is None else (arg, i)
+
+
+def _device_of(args, signature: Signature, first) -> torch.device:
+    arg, i = first
+    a = args[signature.names.index(arg)]
+    return (a if i is None else a[i]).device
 
 
 def _nonorm(op, x, weight, bias, residual, eps=None):
@@ -125,7 +149,7 @@ def _linear_norm(op, x, weight, bias, norm_weight, norm_bias, residual, norm, ep
     op.choice("norm", norm, NORMS)
     op.probability("dropout_p", dropout_p)
     k = x.shape[-1]
-    op.shape("weight", weight, (None, k), f" (in_features = x's last dim)")
+    op.shape("weight", weight, (None, k), " (in_features = x's last dim)")
     n = weight.shape[0]
     op.shape("bias", bias, (n,), " (out_features)", optional=True)
     op.shape("norm_weight", norm_weight, (n,), " (out_features)")
@@ -143,6 +167,23 @@ def _attention(op, q, k, v, key_mask, dropout_p, seed, return_scores):
     op.probability("dropout_p", dropout_p)
 
 
+# (weight, bias, norm_weight, norm_bias) argument names of bottleneck_attention's dense+norm groups.
+_DENSE_NORM = {p: (f"{p}_weight", f"{p}_bias", f"{p}_norm_weight", f"{p}_norm_bias")
+               for p in ("input", "attention", "output")}
+
+
+def _dense_norm(op, prefix, params, fan_in, why):
+    """A Linear(fan_in → n) + norm group; returns n."""
+    names = _DENSE_NORM[prefix]
+    weight, bias, nw, nb = params
+    op.shape(names[0], weight, (None, fan_in), why)
+    n = weight.shape[0]
+    op.shape(names[1], bias, (n,), " (the weight's rows)", optional=True)
+    op.shape(names[2], nw, (n,), " (the weight's rows)")
+    op.shape(names[3], nb, (n,), " (the weight's rows)")
+    return n
+
+
 def _bottleneck_attention(op, h, key_mask, *rest):
     num_heads, mode, norm, eps, attn_p, hidden_p, seed, return_scores = rest[18:]
     op.choice("mode", mode, MODES)
@@ -152,33 +193,23 @@ def _bottleneck_attention(op, h, key_mask, *rest):
     op.dims("h", h, 3, "[batch, sequence, hidden]")
     b, s, hidden = h.shape
     op.key_mask(key_mask, b, s)
-
-    def dense_norm(prefix, params, fan_in, why):
-        weight, bias, nw, nb = params
-        op.shape(f"{prefix}_weight", weight, (None, fan_in), why)
-        n = weight.shape[0]
-        op.shape(f"{prefix}_bias", bias, (n,), f" ({prefix}_weight's rows)", optional=True)
-        op.shape(f"{prefix}_norm_weight", nw, (n,), f" ({prefix}_weight's rows)")
-        op.shape(f"{prefix}_norm_bias", nb, (n,), f" ({prefix}_weight's rows)")
-        return n
-
-    intra = dense_norm("input", rest[0:4], hidden, " (in_features = h's last dim)") if mode != "none" else hidden
+    intra = _dense_norm(op, "input", rest[0:4], hidden, " (in_features = h's last dim)") if mode != "none" else hidden
     if mode == "shared":
-        dense_norm("attention", rest[4:8], hidden, " (in_features = h's last dim)")
+        _dense_norm(op, "attention", rest[4:8], hidden, " (in_features = h's last dim)")
+    # Q and K read h ("full", "none") or a bottleneck; V reads the bottleneck only in "bottleneck" mode.
     qk_in = hidden if mode in ("full", "none") else intra
     v_in = intra if mode == "bottleneck" else hidden
     query_weight, query_bias, key_weight, key_bias, value_weight, value_bias = rest[8:14]
-    source = {hidden: "h's last dim", intra: "the bottleneck width"}
-    op.shape("query_weight", query_weight, (None, qk_in), f" (in_features = {source[qk_in]} in mode {mode!r})")
+    op.shape("query_weight", query_weight, (None, qk_in), " (in_features = the width Q reads in this mode)")
     width = query_weight.shape[0]
     if num_heads < 1 or width % num_heads:
         op.fail("num_heads", f"a divisor of the attention width {width} (query_weight's rows)", num_heads)
     op.shape("query_bias", query_bias, (width,), " (query_weight's rows)", optional=True)
     op.shape("key_weight", key_weight, (width, qk_in), " (as query_weight)")
     op.shape("key_bias", key_bias, (width,), " (query_weight's rows)", optional=True)
-    op.shape("value_weight", value_weight, (width, v_in), f" (in_features = {source[v_in]} in mode {mode!r})")
+    op.shape("value_weight", value_weight, (width, v_in), " (query_weight's rows, the width V reads in this mode)")
     op.shape("value_bias", value_bias, (width,), " (query_weight's rows)", optional=True)
-    out = dense_norm("output", rest[14:18], width, " (in_features = the attention width)")
+    out = _dense_norm(op, "output", rest[14:18], width, " (in_features = the attention width)")
     if out != intra:
         op.fail("output_weight", f"{intra} rows (the width of the residual: "
                 f"{'h' if mode == 'none' else 'the bottleneck'})", f"shape {tuple(rest[14].shape)}")
@@ -199,13 +230,13 @@ def _ffn_stack(op, x, w1s, b1s, w2s, b2s, nws, nbs, act, norm, eps, dropout_p, s
         op.fail("x", "a tensor of at least 1 dimension (features last)", "a 0-d tensor")
     width = x.shape[-1]
     for i in range(n):
-        op.shape(f"intermediate_weights[{i}]", w1s[i], (None, width), " (in_features = x's last dim)")
+        op.shape(("intermediate_weights", i), w1s[i], (None, width), " (in_features = x's last dim)")
         inter = w1s[i].shape[0]
-        op.shape(f"intermediate_biases[{i}]", b1s[i], (inter,), f" (intermediate_weights[{i}]'s rows)")
-        op.shape(f"output_weights[{i}]", w2s[i], (width, inter), f" (x's last dim, intermediate_weights[{i}]'s rows)")
-        op.shape(f"output_biases[{i}]", b2s[i], (width,), " (x's last dim)")
-        op.shape(f"norm_weights[{i}]", nws[i], (width,), " (x's last dim)")
-        op.shape(f"norm_biases[{i}]", nbs[i], (width,), " (x's last dim)")
+        op.shape(("intermediate_biases", i), b1s[i], (inter,), " (the intermediate_weights' rows)")
+        op.shape(("output_weights", i), w2s[i], (width, inter), " (x's last dim, the intermediate_weights' rows)")
+        op.shape(("output_biases", i), b2s[i], (width,), " (x's last dim)")
+        op.shape(("norm_weights", i), nws[i], (width,), " (x's last dim)")
+        op.shape(("norm_biases", i), nbs[i], (width,), " (x's last dim)")
 
 
 def _embedding(op, input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings, transformation_weight,
@@ -233,7 +264,7 @@ def _embedding(op, input_ids, inputs_embeds, token_type_ids, position_ids, word_
     fan_in = emb * (3 if trigram else 1)
     if transformation_weight is not None:
         op.shape("transformation_weight", transformation_weight, (hidden, fan_in),
-                 f" (hidden, {'3 × ' if trigram else ''}embedding)")
+                 " (hidden, 3 × embedding with trigram input, else embedding)")
         op.shape("transformation_bias", transformation_bias, (hidden,), " (hidden)", optional=True)
     elif fan_in != hidden:
         op.fail("transformation_weight", f"a tensor of shape ({hidden}, {fan_in}) (the embeddings are {fan_in} wide, "
@@ -248,21 +279,26 @@ _CHECKS = {"nonorm": _nonorm, "layernorm": _nonorm, "linear_norm": _linear_norm,
            "bottleneck_attention": _bottleneck_attention, "ffn_stack": _ffn_stack, "embedding": _embedding}
 
 
-def argument_names(schema_args: str) -> tuple[str, ...]:
-    """The argument names of a schema's argument list ("Tensor x, Tensor? r" -> ("x", "r"))."""
-    return tuple(part.split()[-1] for part in schema_args.split(","))
+class Signature:
+    """An op's argument names and where its tensors are: (index, name, is a list, holds integers)."""
+
+    def __init__(self, schema_args: str):
+        parts = [part.split() for part in schema_args.split(",")]
+        self.names = tuple(p[-1] for p in parts)
+        self.tensors = tuple((i, p[-1], p[0].startswith("Tensor[]"), p[-1] in _INTEGER)
+                             for i, p in enumerate(parts) if p[0].startswith("Tensor"))
 
 
-def check(name: str, names: tuple[str, ...], args) -> None:
-    """Raise if `args` (the op's positional arguments, named `names`) are not what op `name` accepts."""
+def check(name: str, signature: Signature, args) -> None:
+    """Raise if `args` (the op's positional arguments) are not what op `name` accepts."""
     op = _Op(name)
-    _common(op, names, args)
+    _common(op, signature, args)
     specific = _CHECKS.get(name)
     if specific is not None:
         specific(op, *args)
 
 
-def check_devices_and_dtypes(name: str, names: tuple[str, ...], args) -> None:
+def check_devices_and_dtypes(name: str, signature: Signature, args) -> None:
     """The checks that need no data (for fake tensors: a CPU tensor beside a meta one dispatches to the
     fake implementation, not to the op)."""
-    _common(_Op(name), names, args)
+    _common(_Op(name), signature, args, fake=True)

@@ -182,10 +182,10 @@ OPS: dict[str, OpDef] = {}
 def define(opdef: OpDef) -> OpDef:
     """Register `mbkernels::<name>` and `mbkernels::<name>_backward` with fake and autograd."""
     name = opdef.name
-    names = _arguments.argument_names(opdef.args)
+    signature = _arguments.Signature(opdef.args)
 
     def forward_impl(*args):
-        _arguments.check(name, names, args)  # before any kernel sees them
+        _arguments.check(name, signature, args)  # before any kernel sees them
         out = _run(args, opdef.cpu, opdef.triton, name, opdef.reference_forward)
         checks.observe(name, out)  # the float16 flag / check mode (mbkernels/checks.py)
         return out
@@ -200,7 +200,7 @@ def define(opdef: OpDef) -> OpDef:
     opdef.op = torch.library.custom_op(
         f"mbkernels::{name}", forward_impl, mutates_args=(), schema=f"({opdef.args}) -> {opdef.returns}")
     def fake(*args):
-        _arguments.check_devices_and_dtypes(name, names, args)
+        _arguments.check_devices_and_dtypes(name, signature, args)
         return opdef.fake(*args)
 
     opdef.op.register_fake(fake)
