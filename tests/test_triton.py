@@ -339,18 +339,22 @@ BF16_CASES = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", list(BF16_CASES))
-def test_bfloat16(name):
-    """bf16 in, bf16 out, fp32 math inside (the interpreter's bf16 tl.dot is bypassed by upcasting):
-    within 2e-2 of the float64 reference, or 2× the bf16 reference's own error."""
+def test_half_precision(name, dtype):
+    """bf16 / fp16 in and out, fp32 math inside (the interpreter's bf16 tl.dot is bypassed by
+    upcasting): within 2e-2 of the float64 reference, or 2× the same-dtype reference's own error."""
     fn, args, kwargs = BF16_CASES[name]()
+    args = tuple([t.detach().to(dtype).requires_grad_() for t in a] if isinstance(a, list)
+                 else a.detach().to(dtype).requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point()
+                 else a for a in args)
     check_triton(fn, args, kwargs, name, tol=2e-2)
 
 
 @pytest.mark.parametrize("name", ["linear_norm", "ffn_stack", "bottleneck_attention"])
 def test_autocast_runs_bf16_kernels_with_fp32_master_weights(name):
     """Under torch.autocast the op casts its fp32 inputs to bf16 (register_autocast), the bf16
-    kernels run (the very ones test_bfloat16 checks against the reference: same bits), and the fp32
+    kernels run (the very ones test_half_precision checks against the reference: same bits), and the fp32
     leaves get fp32 gradients."""
     from mbkernels.ops.autocast import REGISTERED
     if not REGISTERED:
