@@ -28,7 +28,7 @@ def project_embeddings(student: MobileBertForPreTraining, teacher: torch.nn.Modu
     """Initialise `student`'s embeddings from the HF `teacher`'s (see the module doc); returns the
     names of the parameters it set."""
     sc = student.config
-    t_emb = getattr(teacher.base_model, "embeddings", None)
+    t_emb = getattr(getattr(teacher, "base_model", teacher), "embeddings", None)
     if t_emb is None or not all(hasattr(t_emb, n) for n in ("word_embeddings", "position_embeddings",
                                                             "token_type_embeddings")):
         raise ValueError(f"teacher: expected a BERT-family model with word, position and token-type embeddings, "
