@@ -5,6 +5,18 @@ import torch
 
 import mbkernels
 
+# Property tests (tests/test_properties.py): few fixed examples in CI, many by hand with
+# `--hypothesis-profile=full`. Registered here: the hypothesis plugin loads the profile at startup.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - hypothesis is pinned in .ci/requirements.txt
+    pass
+else:
+    _quiet = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("ci", max_examples=6, deadline=None, derandomize=True, print_blob=True,
+                              suppress_health_check=_quiet)
+    settings.register_profile("full", max_examples=300, deadline=None, print_blob=True, suppress_health_check=_quiet)
+    settings.load_profile(os.environ.get("MBK_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
