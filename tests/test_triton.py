@@ -13,8 +13,8 @@ import os
 
 import pytest
 import torch
-from op_cases import (attention_case, bottleneck_attention_case, ffn_stack_case, layernorm_case, linear_norm_case,
-                      nonorm_case)
+from op_cases import (attention_case, bottleneck_attention_case, embedding_case, ffn_stack_case, layernorm_case,
+                      linear_norm_case, nonorm_case)
 from test_ops import _flat, _grads_of, assert_matches_reference
 
 import mbkernels
@@ -326,6 +326,37 @@ def test_bottleneck_attention_allocates_no_scores_buffer_unless_asked(return_sco
         assert big == [], f"S×S-sized allocations without return_scores: {big}"
 
 
+# ---------------------------------------------------------------- embedding
+
+@pytest.mark.parametrize("s,trigram,norm", [(7, True, "nonorm"), (1, True, "layernorm"), (9, False, "nonorm")])
+def test_embedding(s, trigram, norm):
+    fn, args, kwargs = embedding_case(b=2, s=s, vocab=40, emb=16, hidden=64, trigram=trigram, norm=norm)
+    ids = args[0].clone()
+    ids[1, -2:] = 0  # padding tokens: padding_idx 0 gets no gradient
+    check_triton(fn, (ids, *args[1:]), kwargs, "embedding")
+
+
+def test_embedding_from_inputs_embeds():
+    fn, args, kwargs = embedding_case(b=2, s=6, vocab=40, emb=16, hidden=64)
+    g = torch.Generator().manual_seed(8)
+    embeds = torch.randn(2, 6, 16, generator=g).requires_grad_()
+    check_triton(fn, (None, embeds, *args[2:]), kwargs, "embedding")
+
+
+def _embedding_seeded(*args, padding_idx=None, trigram=True, norm="nonorm", eps=1e-5, dropout_p=0.0, seed=None):
+    from mbkernels.ops import reference
+    full = (*args, padding_idx, trigram, norm, eps, dropout_p, seed)
+    if backend.current_backend() == "reference":
+        return reference.embedding(*full)
+    return torch.ops.mbkernels.embedding(*full)
+
+
+def test_embedding_dropout_matches_reference_mask():
+    _, args, kwargs = embedding_case(b=2, s=5, vocab=40, emb=16, hidden=64)
+    kwargs.update(dropout_p=0.25, seed=torch.tensor(4242, dtype=torch.int64))
+    check_triton(_embedding_seeded, args, kwargs, "embedding")
+
+
 # ---------------------------------------------------------------- dtypes, layouts, packaging
 
 BF16_CASES = {
@@ -336,6 +367,7 @@ BF16_CASES = {
     "ffn_stack": lambda: ffn_stack_case(b=2, s=5, width=32, inter=64, n=2, dtype=torch.bfloat16),
     "bottleneck_attention": lambda: bottleneck_attention_case(b=2, s=5, hidden=64, intra=32, heads=2,
                                                               dtype=torch.bfloat16),
+    "embedding": lambda: embedding_case(b=2, s=5, vocab=40, emb=16, hidden=64),
 }
 
 
@@ -505,6 +537,7 @@ OPCHECK_CASES = {
     "attention": lambda: attention_case(b=1, h=2, s=5, d=16),
     "ffn_stack": lambda: ffn_stack_case(b=1, s=3, width=16, inter=32, n=2),
     "bottleneck_attention": lambda: bottleneck_attention_case(b=1, s=3, hidden=32, intra=32, heads=2),
+    "embedding": lambda: embedding_case(b=1, s=3, vocab=20, emb=16, hidden=32),
 }
 
 

@@ -51,11 +51,12 @@ def _compile_only(self, *args, grid, warmup, **kwargs):
 def main() -> int:
     driver.set_active(_SM90())
     JITFunction.run = _compile_only
-    from op_cases import (attention_case, bottleneck_attention_case, ffn_stack_case, linear_norm_case,
-                          nonorm_case)
+    from op_cases import (attention_case, bottleneck_attention_case, embedding_case, ffn_stack_case,
+                          linear_norm_case, nonorm_case)
 
     from mbkernels.triton import attention as tattn
     from mbkernels.triton import bottleneck_attention as tbn
+    from mbkernels.triton import embedding as temb
     from mbkernels.triton import ffn_stack as tffn
     from mbkernels.triton import gemm
     from mbkernels.triton import linear_norm as tlin
@@ -89,6 +90,12 @@ def main() -> int:
             rest = (kw["num_heads"], mode, kw["norm"], kw["eps"], 0.1, 0.1, seed)
             out, _ = tbn.bottleneck_attention_forward(h, mask, weights, *rest, True)
             tbn.bottleneck_attention_backward(out, None, h, mask, weights, *rest)
+        for trigram in (True, False):
+            _, args, kw = embedding_case(b=2, s=9, vocab=100, emb=128, hidden=512, trigram=trigram, dtype=dtype)
+            args = tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in args)
+            rest = (kw["padding_idx"], trigram, kw["norm"], kw["eps"], 0.1, seed)
+            y = temb.embedding_forward(*args, *rest)
+            temb.embedding_backward(y, *args, *rest)
     for name, cubins in sorted(compiled.items()):
         print(f"{name}: {len(cubins)} distinct cubins")
     print(f"compiled {sum(map(len, compiled.values()))} distinct specializations of {len(compiled)} kernels for sm_90")

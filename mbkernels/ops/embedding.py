@@ -1,5 +1,6 @@
 """embedding: lookup (or `inputs_embeds`) → trigram concat [next, cur, prev] → Linear → + position
-+ token type → N → dropout. Runs the reference inside its custom op until its kernels land.
++ token type → N → dropout. On CUDA, or under `use_backend("triton")`, both directions run
+`mbkernels/triton/embedding.py` (hidden widths up to 512).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, define
+from mbkernels.ops._registry import OpDef, _tensors, define, no_grad_placeholder
 from mbkernels.ops.dropout import new_seed
 
 
@@ -16,6 +17,32 @@ def _fake(input_ids, inputs_embeds, token_type_ids, position_ids, word_embedding
           transformation_bias, position_embeddings, *rest):
     b, s = token_type_ids.shape
     return word_embeddings.new_empty((b, s, position_embeddings.shape[1]))
+
+
+def _triton_embedding(args):
+    """The Triton embedding module when it runs these inputs, else None (the reference runs)."""
+    from mbkernels import triton as mbt
+    if not mbt.available():
+        return None
+    from mbkernels.triton import embedding as tk
+    _, embeds, _, _, table, wt, _, pe, _, _, _, _, trigram, norm = args[:14]
+    return tk if tk.supported(embeds, table, wt, pe, norm, trigram) else None
+
+
+def _embedding_triton(*args):
+    tk = _triton_embedding(args)
+    return tk.embedding_forward(*args) if tk is not None else NotImplemented
+
+
+def _embedding_triton_backward(grads, needs_grad, *args):
+    tk = _triton_embedding(args)
+    if tk is None:
+        return NotImplemented
+    dembeds, dtable, dwt, dbt, dpe, dte, dnw, dnb = tk.embedding_backward(grads[0], *args)
+    got = (None, dembeds, None, None, dtable, dwt, dbt, dpe, dte, dnw, dnb, None)
+    flat = _tensors(args)
+    # A fresh placeholder per slot: custom-op outputs may not alias each other.
+    return [g if need and g is not None else no_grad_placeholder(flat) for g, need in zip(got, needs_grad)]
 
 
 EMBEDDING = define(OpDef(
@@ -27,6 +54,8 @@ EMBEDDING = define(OpDef(
     returns="Tensor",
     reference_forward=reference.embedding,
     fake=_fake,
+    triton=_embedding_triton,
+    triton_backward=_embedding_triton_backward,
 ))
 
 

@@ -45,7 +45,7 @@ def _norm_fwd(X, R, W, B, Y, M, N, eps,
 
 @triton.jit
 def _norm_bwd(DY, X, R, W, DX, DXD, PW, PB, M, N, eps, rows_per_prog, key, threshold, scale,
-              HAS_R: tl.constexpr, LAYERNORM: tl.constexpr, DROPOUT: tl.constexpr,
+              HAS_R: tl.constexpr, LAYERNORM: tl.constexpr, DROPOUT: tl.constexpr, DY_DROPOUT: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
@@ -63,6 +63,8 @@ def _norm_bwd(DY, X, R, W, DX, DXD, PW, PB, M, N, eps, rows_per_prog, key, thres
         if HAS_R:
             x += tl.load(R + offs, mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+        if DY_DROPOUT:  # the norm's output went through dropout (embedding): its gradient did too
+            dy = tl.where(tdrop.keep(offs, key, threshold), dy * scale, 0.0)
         wdy = dy * w[None, :]
         if LAYERNORM:
             mean = tl.sum(x, axis=1) / N
@@ -144,12 +146,14 @@ def _programs(m: int, block_m: int, device: torch.device) -> int:
     return max(1, min(blocks, cap))
 
 
-def norm_backward(dy, x, weight, residual, layernorm: bool, eps: float, dropout=None):
+def norm_backward(dy, x, weight, residual, layernorm: bool, eps: float, dropout=None, output_dropout=None):
     """(dx, dweight, dbias[, dx with dropout applied]) for the norm of `x [+ residual]`.
 
     `dropout`: None or (p, seed, stream): also returns `dx * keep / (1 - p)` with keep computed for
     the element index in the contiguous [rows, N] layout (linear_norm's backward through its dropout).
+    `output_dropout`: the same for a dropout applied to the norm's output (embedding): dy is masked.
     """
+    assert dropout is None or output_dropout is None
     n = x.shape[-1]
     x2, dy2 = _rows(x, n), _rows(dy, n)
     r2 = _rows(residual, n) if residual is not None else x2
@@ -160,14 +164,15 @@ def norm_backward(dy, x, weight, residual, layernorm: bool, eps: float, dropout=
     rows_per_prog = triton.cdiv(triton.cdiv(m, block_m), g) * block_m
     dx = torch.empty_like(x2)
     dxd = torch.empty_like(x2) if dropout is not None else dx
-    key, threshold, scale = tdrop.dropout_params(*dropout) if dropout is not None else (0, 0, 1.0)
+    drop = dropout if dropout is not None else output_dropout
+    key, threshold, scale = tdrop.dropout_params(*drop) if drop is not None else (0, 0, 1.0)
     pw = torch.zeros((g, n), dtype=torch.float32, device=x.device)
     pb = torch.zeros((g, n), dtype=torch.float32, device=x.device)
     if m:
         _norm_bwd[(g,)](dy2, x2, r2, weight.contiguous(), dx, dxd, pw, pb, m, n, eps, rows_per_prog,
                         key, threshold, scale,
                         HAS_R=residual is not None, LAYERNORM=layernorm, DROPOUT=dropout is not None,
-                        BLOCK_M=block_m, BLOCK_N=block_n)
+                        DY_DROPOUT=output_dropout is not None, BLOCK_M=block_m, BLOCK_N=block_n)
     out = [dx.view(x.shape), sum_partials(pw, weight.dtype), sum_partials(pb, weight.dtype)]
     if dropout is not None:
         out.append(dxd.view(x.shape))
