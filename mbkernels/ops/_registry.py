@@ -197,12 +197,12 @@ def define(opdef: OpDef) -> OpDef:
         checks.observe(name + "_backward", out)
         return out
 
-    opdef.op = torch.library.custom_op(
-        f"mbkernels::{name}", forward_impl, mutates_args=(), schema=f"({opdef.args}) -> {opdef.returns}")
     def fake(*args):
-        _arguments.check_devices_and_dtypes(name, signature, args)
+        _arguments.check_devices_and_dtypes(name, signature, args)  # e.g. a meta tensor beside CPU ones
         return opdef.fake(*args)
 
+    opdef.op = torch.library.custom_op(
+        f"mbkernels::{name}", forward_impl, mutates_args=(), schema=f"({opdef.args}) -> {opdef.returns}")
     opdef.op.register_fake(fake)
     opdef.backward_op = torch.library.custom_op(
         f"mbkernels::{name}_backward", backward_impl, mutates_args=(),
