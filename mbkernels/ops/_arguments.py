@@ -35,18 +35,15 @@ class _Op:
         raise TypeError(f"mbkernels.ops.{self.name}: {_label(arg)}: expected {expected}, got {got}")
 
     def shape(self, arg, t: torch.Tensor | None, expected: tuple, why: str = "", optional: bool = False) -> None:
-        """`t` has exactly shape `expected` (None entries match any size). `arg` is a name or (list name, i)."""
+        """`t` has exactly shape `expected` (a None first entry matches any size). `arg` is a name or
+        (list name, i)."""
         if t is None:
             if not optional:
                 self.fail(arg, f"a tensor of shape {_show(expected)}{why}", "None")
             return
         got = t.shape
-        if len(got) == len(expected):
-            for e, g in zip(expected, got):
-                if e is not None and e != g:
-                    break
-            else:
-                return
+        if got == expected or (expected[0] is None and len(got) == len(expected) and got[1:] == expected[1:]):
+            return
         self.fail(arg, f"shape {_show(expected)}{why}", tuple(got))
 
     def dims(self, arg: str, t: torch.Tensor, n: int, layout: str) -> None:
@@ -161,8 +158,8 @@ def _attention(op, q, k, v, key_mask, dropout_p, seed, return_scores):
     for arg, t in (("q", q), ("k", k), ("v", v)):
         op.dims(arg, t, 4, "[batch, heads, sequence, head_size]")
     b, h, s, d = q.shape
-    op.shape("k", k, (b, h, None, d), " (q's batch, heads and head size)")
-    op.shape("v", v, (b, h, k.shape[2], None), " (k's batch, heads and keys)")
+    op.shape("k", k, (b, h, k.shape[2], d), " (q's batch, heads and head size)")
+    op.shape("v", v, (b, h, k.shape[2], v.shape[3]), " (k's batch, heads and keys)")
     op.key_mask(key_mask, b, k.shape[2])
     op.probability("dropout_p", dropout_p)
 
