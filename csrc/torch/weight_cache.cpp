@@ -1,7 +1,7 @@
 // The packed-weight cache (weight_cache.h).
 //
-// Key: the identity of the weight's and the bias's storage (StorageImpl), their offsets, sizes
-// and strides, and the ISA. Each entry holds a *weak* reference to those storages: while it does,
+// Key: the identity of each weight's and bias's storage (StorageImpl), their offsets, sizes and
+// strides, and the ISA (a concatenation of Linears, packed as one, keys on all of them). Each entry holds a *weak* reference to those storages: while it does,
 // a freed storage's StorageImpl cannot be reallocated at the same address, so a new tensor can
 // never be mistaken for an old one (a plain data_ptr key would be: allocators reuse addresses),
 // and the cache does not keep freed weights' memory alive. Entries whose storage is gone are
@@ -22,6 +22,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -38,11 +39,13 @@ struct TensorKey {
 };
 
 struct Key {
-  TensorKey weight, bias;
+  std::vector<TensorKey> tensors;  // weight, bias (empty key if none) per Linear
   int isa;
   bool operator<(const Key& o) const {
-    return std::make_tuple(weight.tie(), bias.tie(), isa) <
-           std::make_tuple(o.weight.tie(), o.bias.tie(), o.isa);
+    if (isa != o.isa) return isa < o.isa;
+    return std::lexicographical_compare(
+        tensors.begin(), tensors.end(), o.tensors.begin(), o.tensors.end(),
+        [](const TensorKey& a, const TensorKey& b) { return a.tie() < b.tie(); });
   }
 };
 
@@ -56,13 +59,14 @@ struct Stamp {
 };
 
 struct Entry {
-  c10::weak_intrusive_ptr<c10::StorageImpl> weight_storage;
-  std::optional<c10::weak_intrusive_ptr<c10::StorageImpl>> bias_storage;
-  Stamp weight, bias;
+  std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> storages;  // of the tensors present
+  std::vector<Stamp> stamps;                                        // per key tensor
   std::shared_ptr<const gemm::PackedWeights> packed;
 
   bool alive() const {
-    return !weight_storage.expired() && !(bias_storage && bias_storage->expired());
+    for (const auto& s : storages)
+      if (s.expired()) return false;
+    return true;
   }
 };
 
@@ -119,34 +123,59 @@ Cache& cache() {
 
 }  // namespace
 
-std::shared_ptr<const gemm::PackedWeights> packed_weights(const at::Tensor& weight,
-                                                          const at::Tensor* bias) {
+std::shared_ptr<const gemm::PackedWeights> packed_weights(const std::vector<LinearRef>& linears) {
   const Isa isa = active_isa();
-  Key key{tensor_key(weight), bias != nullptr ? tensor_key(*bias) : TensorKey{},
-          static_cast<int>(isa)};
-  const Stamp ws = stamp(weight);
-  const Stamp bs = bias != nullptr ? stamp(*bias) : Stamp{};
+  Key key{{}, static_cast<int>(isa)};
+  std::vector<Stamp> stamps;
+  for (const LinearRef& l : linears) {
+    key.tensors.push_back(tensor_key(*l.weight));
+    key.tensors.push_back(l.bias != nullptr ? tensor_key(*l.bias) : TensorKey{});
+    stamps.push_back(stamp(*l.weight));
+    stamps.push_back(l.bias != nullptr ? stamp(*l.bias) : Stamp{});
+  }
 
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
   auto it = c.entries.find(key);
-  if (it != c.entries.end() && it->second.alive() && it->second.weight == ws &&
-      it->second.bias == bs) {
+  if (it != c.entries.end() && it->second.alive() && it->second.stamps == stamps) {
     ++c.hits;
     return it->second.packed;
   }
   ++c.misses;
-  at::Tensor b;
-  if (bias != nullptr) b = bias->contiguous();
+  // One Linear packs straight from its (possibly strided) weight; a concatenation is stacked first.
+  at::Tensor w, b;
+  bool any_bias = false;
+  for (const LinearRef& l : linears) any_bias = any_bias || l.bias != nullptr;
+  if (linears.size() == 1) {
+    w = *linears[0].weight;
+  } else {
+    std::vector<at::Tensor> ws;
+    for (const LinearRef& l : linears) ws.push_back(*l.weight);
+    w = at::cat(ws, 0);
+  }
+  if (any_bias) {
+    std::vector<at::Tensor> bs;
+    for (const LinearRef& l : linears)
+      bs.push_back(l.bias != nullptr ? l.bias->contiguous() : at::zeros({l.weight->size(0)}, l.weight->options()));
+    b = at::cat(bs, 0);
+  }
   auto packed = std::make_shared<const gemm::PackedWeights>(
-      weight.const_data_ptr<float>(), weight.stride(0), weight.stride(1),
-      bias != nullptr ? b.const_data_ptr<float>() : nullptr, weight.size(0), weight.size(1), isa);
+      w.const_data_ptr<float>(), w.stride(0), w.stride(1),
+      any_bias ? b.const_data_ptr<float>() : nullptr, w.size(0), w.size(1), isa);
   for (auto e = c.entries.begin(); e != c.entries.end();)
     e = e->second.alive() ? std::next(e) : c.entries.erase(e);
-  Entry entry{weight.storage().getWeakStorageImpl(), std::nullopt, ws, bs, packed};
-  if (bias != nullptr) entry.bias_storage = bias->storage().getWeakStorageImpl();
-  c.entries.insert_or_assign(key, std::move(entry));
+  Entry entry{{}, std::move(stamps), packed};
+  for (const LinearRef& l : linears) {
+    entry.storages.push_back(l.weight->storage().getWeakStorageImpl());
+    if (l.bias != nullptr) entry.storages.push_back(l.bias->storage().getWeakStorageImpl());
+  }
+  c.entries.insert_or_assign(std::move(key), std::move(entry));
   return packed;
+}
+
+std::shared_ptr<const gemm::PackedWeights> packed_weights(const at::Tensor& weight,
+                                                          const at::Tensor* bias) {
+  return packed_weights(std::vector<LinearRef>{{&weight, bias}});
 }
 
 PackedWeightStats packed_weight_stats() {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "gemm/gemm.h"
 
@@ -20,6 +21,15 @@ namespace mbk::torch_cpu {
 // caller. Packed for the active ISA.
 std::shared_ptr<const gemm::PackedWeights> packed_weights(const at::Tensor& weight,
                                                           const at::Tensor* bias);
+
+// One Linear of a concatenation: weight [N_i, K], bias [N_i] or null.
+struct LinearRef {
+  const at::Tensor* weight;
+  const at::Tensor* bias;
+};
+// The Linears' weights stacked along N (one GEMM computes all their outputs side by side, in
+// order), packed for the active ISA and cached like a single weight; every weight has the same K.
+std::shared_ptr<const gemm::PackedWeights> packed_weights(const std::vector<LinearRef>& linears);
 
 struct PackedWeightStats {
   uint64_t packs;   // PackedWeights built in this process (gemm::pack_count())

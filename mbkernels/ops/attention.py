@@ -3,7 +3,9 @@ masked scores (masked keys hold finfo(dtype).min) that attention transfer needs.
 
 On CUDA, or under `use_backend("triton")`, forward and backward run the flash-style kernels of
 `mbkernels/triton/attention.py` (head sizes 16–256, powers of two; others run the reference); on
-CPU the reference runs inside the custom op until a C++ kernel lands.
+CPU the fp32 forward without dropout runs `mbkernels_cpu::attention_forward` (the torch-free
+attention core, csrc/core/ops/attention.h: any head size, no B×H×S×S buffer unless scores are asked
+for); other dtypes, dropout and the backward run the reference inside the custom op.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ def _attention_triton_backward(grads, needs_grad, q, k, v, key_mask, dropout_p, 
             for g, need in zip((dq, dk, dv, None, None), needs_grad)]
 
 
+def _attention_cpu(q, k, v, key_mask, dropout_p, seed, return_scores):
+    if dropout_p > 0 or q.dtype != torch.float32:
+        return NotImplemented
+    return torch.ops.mbkernels_cpu.attention_forward(q, k, v, key_mask, return_scores)
+
+
 def _fake(q, k, v, key_mask, dropout_p, seed, return_scores):
     b, h, s, _ = q.shape
     scores = q.new_empty((b, h, s, k.shape[2])) if return_scores else q.new_empty(0)
@@ -56,6 +64,7 @@ ATTENTION = define(OpDef(
     returns="(Tensor, Tensor)",
     reference_forward=reference.attention,
     fake=_fake,
+    cpu=_attention_cpu,
     triton=_attention_triton,
     triton_backward=_attention_triton_backward,
 ))

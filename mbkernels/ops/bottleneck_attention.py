@@ -3,8 +3,12 @@
 `b = N(h Wiᵀ)`; `s = N(h Waᵀ)`; Q, K from `s`, V from `h` (mode "shared", MobileBERT); or Q, K, V
 from `b` ("bottleneck", -tiny), from `h` with a bottleneck residual ("full", the IB-BERT teacher),
 or from `h` with no bottleneck ("none", a BERT layer). `out = N(dropout(ctx Woᵀ + bo) + residual)`.
-Returns (out, pre-softmax masked scores or an empty tensor). On CPU the reference runs inside the
-custom op; on CUDA, or under `use_backend("triton")`, both directions run
+Returns (out, pre-softmax masked scores or an empty tensor). On CPU the fp32 forward without
+dropout runs `mbkernels_cpu::bottleneck_attention_forward` (one packed GEMM over h for the
+projections that read it, per-segment norms, the torch-free attention core with no B×H×S×S buffer
+unless scores are asked for, the output projection with residual and norm fused); other dtypes,
+dropout and the backward run the reference inside the custom op. On CUDA, or under
+`use_backend("triton")`, both directions run
 `mbkernels/triton/bottleneck_attention.py` (widths up to 512, head sizes 16–256).
 """
 
@@ -40,6 +44,14 @@ def _triton_bottleneck_attention(h, weights, num_heads, mode, norm):
         return None
     from mbkernels.triton import bottleneck_attention as tk
     return tk if tk.supported(h, weights, num_heads, mode, norm) else None
+
+
+def _bottleneck_attention_cpu(h, key_mask, *rest):
+    weights, (num_heads, mode, norm, eps, attn_p, hidden_p, seed, return_scores) = _split_args(rest)
+    if attn_p > 0 or hidden_p > 0 or h.dtype != torch.float32:
+        return NotImplemented
+    return torch.ops.mbkernels_cpu.bottleneck_attention_forward(h, key_mask, *weights, num_heads, mode, norm,
+                                                                eps, return_scores)
 
 
 def _split_args(rest):
@@ -79,6 +91,7 @@ BOTTLENECK_ATTENTION = define(OpDef(
     returns="(Tensor, Tensor)",
     reference_forward=reference.bottleneck_attention,
     fake=_fake,
+    cpu=_bottleneck_attention_cpu,
     triton=_bottleneck_attention_triton,
     triton_backward=_bottleneck_attention_triton_backward,
 ))

@@ -41,7 +41,7 @@ inline void accumulate(float* acc, typename V::reg v, int cnt) {
 template <class V>
 inline typename V::reg exp_nonpositive(typename V::reg x) {
   using reg = typename V::reg;
-  x = V::max(x, V::set1(-87.0f));
+  x = V::max(V::set1(-87.0f), x);  // x second: a NaN stays NaN (x86 max)
   const reg n = V::floor(V::fmadd(x, V::set1(1.44269504088896341f), V::set1(0.5f)));
   reg r = V::fmadd(n, V::set1(-0.693359375f), x);
   r = V::fmadd(n, V::set1(2.12194440e-4f), r);
@@ -132,7 +132,7 @@ void activation_backward_rows(Act act, float* u, const float* gh, float* gu, int
         h = V::mul(uv, cdf);
         guv = V::mul(ghv, V::fmadd(uv, pdf, cdf));
       } else {
-        h = V::max(uv, V::zero());
+        h = V::max(V::zero(), uv);  // zero first: x86 max returns its second operand for a NaN
         guv = V::where_positive(uv, ghv);
       }
       store_n<V>(ur + c, h, cnt);
