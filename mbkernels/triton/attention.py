@@ -23,19 +23,12 @@ import triton.language as tl
 
 from mbkernels.triton import dropout as tdrop
 from mbkernels.triton import interpreting
+from mbkernels.triton.gemm import dot
 from mbkernels.triton.rounding import cast
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 HEAD_SIZES = (16, 32, 64, 128, 256)
 MASK_VALUE = torch.finfo(torch.float32).min
-
-
-@triton.jit
-def _dot(a, b, FP32_DOT: tl.constexpr):
-    if FP32_DOT:  # fp32 accuracy (and the interpreter, whose bf16 dot is wrong)
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    else:
-        return tl.dot(a, b)
 
 
 @triton.jit
@@ -67,7 +60,7 @@ def _attn_fwd(Q, K, V, MASK, O, MROW, LROW, SC, sq, sk, sv, so, H, S, sm_scale, 
         cols = n0 + tl.arange(0, BLOCK_N)
         cmask = cols < S
         kt = tl.load(K + cols[None, :] * sk[2] + d[:, None], mask=cmask[None, :], other=0.0)
-        s = _dot(q, kt, FP32_DOT) * sm_scale
+        s = dot(q, kt, FP32_DOT) * sm_scale
         if HAS_MASK:
             km = tl.load(MASK + b * S + cols, mask=cmask, other=0) != 0
             s = tl.where(km[None, :], s, mask_value)
@@ -88,7 +81,7 @@ def _attn_fwd(Q, K, V, MASK, O, MROW, LROW, SC, sq, sk, sv, so, H, S, sm_scale, 
             idx = (bh * S + rows[:, None]) * S + cols[None, :]
             p = tl.where(tdrop.keep(idx, key, threshold), p * dscale, 0.0)
         v = tl.load(V + cols[:, None] * sv[2] + d[None, :], mask=cmask[:, None], other=0.0)
-        acc = acc * alpha[:, None] + _dot(cast(p, v.dtype), v, FP32_DOT)
+        acc = acc * alpha[:, None] + dot(cast(p, v.dtype), v, FP32_DOT)
         m_i = m_new
     o = acc / l_i[:, None]
     tl.store(_head(O, so, b, h) + rows[:, None] * so[2] + d[None, :], cast(o, O.dtype.element_ty), mask=rmask[:, None])
@@ -118,11 +111,11 @@ def _probs_and_ds(q, kt, vt, do, m, l, delta, km, rows, cols, S, bh, DS, sm_scal
     rmask = rows < S
     cmask = cols < S
     valid = rmask[:, None] & cmask[None, :]
-    s = _dot(q, kt, FP32_DOT) * sm_scale
+    s = dot(q, kt, FP32_DOT) * sm_scale
     if HAS_MASK:
         s = tl.where(km[None, :], s, mask_value)
     p = tl.where(valid, tl.exp(s - m[:, None]) / l[:, None], 0.0)
-    dp = _dot(do, vt, FP32_DOT)
+    dp = dot(do, vt, FP32_DOT)
     if DROPOUT:
         kept = valid & tdrop.keep((bh * S + rows[:, None]) * S + cols[None, :], key, threshold)
         pd = tl.where(kept, p * dscale, 0.0)
@@ -171,8 +164,8 @@ def _attn_bwd_dkdv(Q, K, V, MASK, DO, MROW, LROW, DELTA, DS, DK, DV, sq, sk, sv,
         delta = tl.load(DELTA + bh * S + rows, mask=rmask, other=0.0)
         pd, ds = _probs_and_ds(q, kt, vt, do, m, l, delta, km, rows, cols, S, bh, DS, sm_scale, mask_value,
                                key, threshold, dscale, HAS_MASK, HAS_DS, DROPOUT, FP32_DOT)
-        dv += _dot(cast(tl.trans(pd), do.dtype), do, FP32_DOT)
-        dk += _dot(cast(tl.trans(ds), q.dtype), q, FP32_DOT)
+        dv += dot(cast(tl.trans(pd), do.dtype), do, FP32_DOT)
+        dk += dot(cast(tl.trans(ds), q.dtype), q, FP32_DOT)
     tl.store(_head(DK, sdk, b, h) + cols[:, None] * sdk[2] + d[None, :], cast(dk * sm_scale, DK.dtype.element_ty),
              mask=cmask[:, None])
     tl.store(_head(DV, sdv, b, h) + cols[:, None] * sdv[2] + d[None, :], cast(dv, DV.dtype.element_ty),
@@ -210,7 +203,7 @@ def _attn_bwd_dq(Q, K, V, MASK, DO, MROW, LROW, DELTA, DS, DQ, sq, sk, sv, sdo, 
             km = cmask
         _, ds = _probs_and_ds(q, kt, vt, do, m, l, delta, km, rows, cols, S, bh, DS, sm_scale, mask_value,
                               key, threshold, dscale, HAS_MASK, HAS_DS, DROPOUT, FP32_DOT)
-        dq += _dot(cast(ds, q.dtype), tl.trans(kt), FP32_DOT)
+        dq += dot(cast(ds, q.dtype), tl.trans(kt), FP32_DOT)
     tl.store(_head(DQ, sdq, b, h) + rows[:, None] * sdq[2] + d[None, :], cast(dq * sm_scale, DQ.dtype.element_ty),
              mask=rmask[:, None])
 
@@ -258,7 +251,8 @@ def forward_with_stats(q, k, v, key_mask, dropout_p, seed, return_scores, out=No
         q, k, v, _mask_arg(key_mask, q), o, mrow, lrow, scores if return_scores else o,
         _st(q), _st(k), _st(v), _st(o), h, s, d ** -0.5, MASK_VALUE, torch.finfo(q.dtype).min, key, threshold, dscale,
         HAS_MASK=key_mask is not None, RETURN_SCORES=return_scores, DROPOUT=drop,
-        FP32_DOT=q.dtype == torch.float32 or interpreting(), BLOCK_M=block_m, BLOCK_N=block_n, D=d)
+        FP32_DOT=q.dtype == torch.float32 or interpreting(), BLOCK_M=block_m, BLOCK_N=block_n, D=d,
+        num_warps=8 if q.dtype == torch.float32 else 4)  # fp32's FMA dot spills in 4 warps on sm_90
     return o, scores, mrow, lrow
 
 

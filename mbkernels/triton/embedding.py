@@ -80,15 +80,8 @@ def _embedding_fwd(IDS, EMB, TYPES, POS, WT, BT, PE, TE, NW, NB, Y, M, S, E, K, 
     typ = tl.load(TYPES + rows, mask=rmask, other=0).to(tl.int64)
     acc += tl.load(PE + pos[:, None] * N + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     acc += tl.load(TE + typ[:, None] * N + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    if NORM == 2:
-        mean = tl.sum(acc, axis=1) / N
-        xc = tl.where(mask, acc - mean[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
-        acc = xc * rstd[:, None]
     if NORM != 0:
-        nw = tl.load(NW + cols, mask=cmask, other=0.0).to(tl.float32)
-        nb = tl.load(NB + cols, mask=cmask, other=0.0).to(tl.float32)
-        acc = acc * nw[None, :] + nb[None, :]
+        acc = tnorm.norm_rows(acc, mask, cols, cmask, NW, NB, N, eps, NORM == 2)
     offs = rows64[:, None] * N + cols[None, :]
     if DROPOUT:
         acc = tl.where(tdrop.keep(offs, key, threshold), acc * scale, 0.0)
@@ -144,7 +137,7 @@ def _launch(ids, embeds, types, pos, table, wt, bt, pe, te, nw, nb, trigram, nor
             m, s, e, k, n, eps, key, threshold, scale,
             HAS_IDS=ids is not None, TRIGRAM=trigram, HAS_WT=wt is not None, NORM=tlin.NORMS[norm], DROPOUT=drop,
             FP32_DOT=table.dtype == torch.float32 or interpreting(),
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=tlin.warps(block_m, block_n))
     return y.view(b, s, n)
 
 

@@ -21,6 +21,19 @@ MAX_N = 8192  # one row per block row; wider rows fall back to the reference
 
 
 @triton.jit
+def norm_rows(x, mask, cols, cmask, NW, NB, n, eps, LAYERNORM: tl.constexpr):
+    """NoNorm (x·w + b) or LayerNorm of fp32 rows x [BLOCK_M, BLOCK_N] over their n valid columns
+    (the epilogue of every kernel that ends in a norm)."""
+    if LAYERNORM:
+        mean = tl.sum(x, axis=1) / n
+        xc = tl.where(mask, x - mean[:, None], 0.0)
+        x = xc * (1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / n + eps))[:, None]
+    w = tl.load(NW + cols, mask=cmask, other=0.0).to(tl.float32)
+    b = tl.load(NB + cols, mask=cmask, other=0.0).to(tl.float32)
+    return x * w[None, :] + b[None, :]
+
+
+@triton.jit
 def _norm_fwd(X, R, W, B, Y, M, N, eps,
               HAS_R: tl.constexpr, LAYERNORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -32,14 +45,7 @@ def _norm_fwd(X, R, W, B, Y, M, N, eps,
     x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_R:
         x += tl.load(R + offs, mask=mask, other=0.0).to(tl.float32)
-    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
-    b = tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)
-    if LAYERNORM:
-        mean = tl.sum(x, axis=1) / N
-        xc = tl.where(mask, x - mean[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
-        x = xc * rstd[:, None]
-    y = x * w[None, :] + b[None, :]
+    y = norm_rows(x, mask, cols, cmask, W, B, N, eps, LAYERNORM)
     tl.store(Y + offs, cast(y, Y.dtype.element_ty), mask=mask)
 
 
