@@ -30,7 +30,7 @@ namespace {
 template <class V>
 inline typename V::reg exp_v(typename V::reg x) {
   using reg = typename V::reg;
-  x = V::max(x, V::set1(-87.0f));
+  x = V::max(V::set1(-87.0f), x);  // x second: a NaN score stays NaN (x86 max returns operand 2)
   const reg n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
   // ln2 split in two so n·ln2_hi is exact (Cody-Waite).
   reg r = V::fmadd(n, V::set1(-0.693359375f), x);
