@@ -12,7 +12,7 @@ import os
 import torch
 from torch import nn
 
-from mbkernels import checks, ops
+from mbkernels import backend, checks, ops
 from mbkernels.config import MobileBertConfig
 from mbkernels.outputs import BaseModelOutputWithPooling
 
@@ -207,6 +207,23 @@ class MobileBertLayer(nn.Module):
             checks.observe_reference("linear_norm", a)
         return a, scores
 
+    def encoder_weights(self, empty: torch.Tensor) -> list[torch.Tensor]:
+        """This layer's weights in `ops.encoder`'s order (`empty` where one is absent)."""
+        mode = self.config.attention_mode
+        bottleneck = getattr(self, "bottleneck", None)
+        sa = self.attention.self
+        ffns = [*getattr(self, "ffn", []), None]
+        flat = [*_wb(bottleneck.input if bottleneck is not None else None),
+                *_wb(bottleneck.attention if mode == "shared" else None),
+                sa.query.weight, sa.query.bias, sa.key.weight, sa.key.bias, sa.value.weight, sa.value.bias,
+                *_wb(self.attention.output)]
+        for f in ffns:
+            inter, out = (f.intermediate.dense, f.output) if f is not None else (self.intermediate.dense, self.output)
+            flat += [inter.weight, inter.bias, out.dense.weight, out.dense.bias, out.LayerNorm.weight,
+                     out.LayerNorm.bias]
+        flat += _wb(self.output.bottleneck if self.config.use_bottleneck else None)
+        return [empty if t is None else t for t in flat]
+
 
 class MobileBertEncoder(nn.Module):
     def __init__(self, config: MobileBertConfig):
@@ -217,6 +234,8 @@ class MobileBertEncoder(nn.Module):
 
     def forward(self, hidden_states, key_mask=None, output_hidden_states=False, output_scores=False):
         """Returns (last hidden state, all hidden states incl. the input or None, scores or None)."""
+        if self._one_op(hidden_states, output_hidden_states or output_scores):
+            return self._encoder_op(hidden_states, key_mask), None, None
         all_hidden = [hidden_states] if output_hidden_states else None
         all_scores = [] if output_scores else None
         for layer in self.layer:
@@ -227,6 +246,23 @@ class MobileBertEncoder(nn.Module):
                 all_scores.append(scores)
         return (hidden_states, tuple(all_hidden) if all_hidden is not None else None,
                 tuple(all_scores) if all_scores is not None else None)
+
+
+    def _one_op(self, hidden_states, per_layer_outputs: bool) -> bool:
+        """Whether inference runs all layers as one `ops.encoder` call (one C++ call on CPU instead of
+        3 op dispatches per layer): fp32 on CPU, fused backend, nothing needing gradients, per-layer
+        outputs or finite checks named per layer."""
+        return (not self.training and not per_layer_outputs and not torch.is_grad_enabled()
+                and hidden_states.device.type == "cpu" and hidden_states.dtype == torch.float32
+                and backend.current_backend() == "fused" and not checks.active() and len(self.layer) > 0)
+
+    def _encoder_op(self, hidden_states, key_mask):
+        c = self.layer[0].config
+        empty = hidden_states.new_empty(0)
+        weights = [t for layer in self.layer for t in layer.encoder_weights(empty)]
+        return ops.encoder(hidden_states, key_mask, weights, len(self.layer), c.num_attention_heads,
+                           c.attention_mode, c.norm, c.hidden_act, c.layer_norm_eps,
+                           [c.layer_norm_eps] * (c.num_feedforward_networks - 1) + [DEFAULT_EPS], c.use_bottleneck)
 
 
 class MobileBertPooler(nn.Module):

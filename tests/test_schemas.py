@@ -10,7 +10,7 @@ DOC = (Path(mbkernels.__file__).parent / "ops" / "SCHEMAS.md").read_text()
 
 def test_every_registered_schema_is_documented_verbatim():
     assert set(OPS) == {"nonorm", "layernorm", "linear_norm", "bottleneck_attention", "attention", "ffn_stack",
-                        "embedding"}
+                        "embedding", "encoder"}
     for name, d in OPS.items():
         schema = str(d.op._opoverload._schema)
         assert schema in DOC, f"SCHEMAS.md does not state {schema}"

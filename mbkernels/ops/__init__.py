@@ -8,6 +8,7 @@ function here takes the reference path under `use_backend("reference")` and the 
 from mbkernels.ops.attention import attention
 from mbkernels.ops.bottleneck_attention import bottleneck_attention
 from mbkernels.ops.embedding import embedding
+from mbkernels.ops.encoder import encoder
 from mbkernels.ops.ffn_stack import ffn_stack
 from mbkernels.ops.linear_norm import linear_norm
 from mbkernels.ops.nonorm import layernorm, nonorm
@@ -25,4 +26,4 @@ def norm(x, weight, bias, residual=None, kind: str = "nonorm", eps: float = 1e-1
 
 
 __all__ = ["nonorm", "layernorm", "norm", "linear_norm", "bottleneck_attention", "attention", "ffn_stack",
-           "embedding", "OPS"]
+           "embedding", "encoder", "OPS"]

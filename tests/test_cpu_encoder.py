@@ -1,0 +1,110 @@
+"""The one-op encoder (ops.encoder, mbkernels_cpu::encoder_forward): the modules use it for CPU fp32
+inference without gradients, scores or hidden states, and it matches the per-op path (the same
+kernels: to the bit) and the float64 reference for every model variant; the other cases keep the
+per-op path; the op itself passes opcheck and rejects malformed weight lists."""
+
+import pytest
+import torch
+
+import mbkernels
+from mbkernels import backend, ops
+from mbkernels.config import MobileBertConfig
+from mbkernels.modeling import MobileBertModel
+from mbkernels.testing import rel_err
+
+_C = pytest.importorskip("mbkernels._C", reason="mbkernels._C is not built")
+
+VARIANTS = {
+    "mobilebert": lambda: MobileBertConfig.mobilebert(num_hidden_layers=2),
+    "no_opt": lambda: MobileBertConfig.mobilebert_no_opt(num_hidden_layers=2),
+    "tiny": lambda: MobileBertConfig.mobilebert_tiny(num_hidden_layers=2),
+    "teacher": lambda: MobileBertConfig.ib_bert_large(num_hidden_layers=1),
+    "no_bottleneck": lambda: MobileBertConfig.mobilebert(num_hidden_layers=2, use_bottleneck=False,
+                                                         key_query_shared_bottleneck=False),
+}
+
+
+def _inputs(cfg, b=2, s=19):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, cfg.vocab_size, (b, s), generator=g)
+    mask = torch.ones(b, s, dtype=torch.long)
+    mask[1, 11:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_model_inference_uses_one_op_and_matches(variant, isa):
+    torch.manual_seed(0)
+    cfg = VARIANTS[variant]()
+    model = MobileBertModel(cfg).eval()
+    ids, mask = _inputs(cfg)
+    backend.last_ran.clear()
+    with torch.no_grad():
+        per_op = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).last_hidden_state
+        assert "encoder" not in backend.last_ran
+        one = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert backend.last_ran["encoder"] == f"cpu:{isa}"
+    assert rel_err(one, per_op) <= 1e-5
+    model64 = MobileBertModel(cfg).eval()
+    model64.load_state_dict(model.state_dict())
+    with torch.no_grad(), mbkernels.use_backend("reference"):
+        ref = model64.double()(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert rel_err(one, ref) <= 1e-4
+
+
+def test_training_gradients_and_scores_keep_the_per_op_path():
+    cfg = VARIANTS["mobilebert"]()
+    model = MobileBertModel(cfg).eval()
+    ids, mask = _inputs(cfg)
+    backend.last_ran.clear()
+    model(input_ids=ids, attention_mask=mask)  # grad enabled
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, output_attention_scores=True)
+        model.train()
+        model(input_ids=ids, attention_mask=mask)
+    assert "encoder" not in backend.last_ran
+
+
+def test_inference_mode_and_packed_weights_reused():
+    cfg = VARIANTS["mobilebert"]()
+    model = MobileBertModel(cfg).eval()
+    ids, mask = _inputs(cfg)
+    with torch.inference_mode():
+        first = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        packs = _C.packed_weight_stats()["packs"]
+        second = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert _C.packed_weight_stats()["packs"] == packs
+    assert torch.equal(first, second)
+
+
+def _layer_weights(cfg, model):
+    empty = torch.empty(0)
+    return [t.detach() for layer in model.encoder.layer for t in layer.encoder_weights(empty)]
+
+
+def test_opcheck():
+    cfg = MobileBertConfig.mobilebert(num_hidden_layers=1, hidden_size=64, intra_bottleneck_size=16,
+                                      intermediate_size=32, num_attention_heads=2, embedding_size=16)
+    model = MobileBertModel(cfg).eval()
+    h = torch.randn(2, 5, 64)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    args = (h, mask, _layer_weights(cfg, model), 1, 2, "shared", "nonorm", "relu", 1e-12,
+            [1e-12] * 3 + [1e-5], True)
+    torch.library.opcheck(ops.OPS["encoder"].op, args)
+
+
+def test_bad_weight_list():
+    cfg = VARIANTS["mobilebert"]()
+    model = MobileBertModel(cfg).eval()
+    weights = _layer_weights(cfg, model)
+    h = torch.randn(1, 4, 512)
+    with pytest.raises(ValueError, match="weights expected 46 tensors per layer x 2 layers, got 91"):
+        ops.encoder(h, None, weights[:-1], 2, 4)
+    with pytest.raises(RuntimeError, match="weights must hold 46 tensors per layer"):
+        torch.ops.mbkernels_cpu.encoder_forward(h, None, weights[:-1], 2, 4, "shared", "nonorm", "relu", 1e-12,
+                                                [1e-12] * 3 + [1e-5], True)
+    broken = list(weights)
+    broken[4] = torch.empty(0)  # attention_weight absent in mode shared
+    with pytest.raises(RuntimeError, match="attention_weight is required in mode 'shared'"):
+        torch.ops.mbkernels_cpu.encoder_forward(h, None, broken, 2, 4, "shared", "nonorm", "relu", 1e-12,
+                                                [1e-12] * 3 + [1e-5], True)
