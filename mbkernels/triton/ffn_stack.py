@@ -23,6 +23,8 @@ holds F·width + 2·inter values per token (1,536) for one layer at a time.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -97,6 +99,13 @@ def _blocks(width: int, inter: int, dtype: torch.dtype) -> tuple[int, int, int, 
     return 64, block_w, 64, 8
 
 
+@functools.lru_cache(maxsize=64)
+def _eps_tensor(eps: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """The per-FFN eps as a device tensor, made once per (values, device): a fresh one per call
+    would be a host-to-device copy on every layer of every step."""
+    return torch.tensor(eps, dtype=torch.float32, device=device)
+
+
 def _run(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed, store_inputs):
     width = x.shape[-1]
     inter = w1[0].shape[0]
@@ -110,7 +119,7 @@ def _run(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed, store_input
     if m:
         _ffn_stack_fwd[(triton.cdiv(m, block_m),)](
             x2, torch.stack(w1), torch.stack(b1), torch.stack(w2), torch.stack(b2), torch.stack(nw),
-            torch.stack(nb), torch.tensor(eps, dtype=torch.float32, device=x.device), y, xs,
+            torch.stack(nb), _eps_tensor(tuple(eps), x.device), y, xs,
             m, width, inter, f, key, threshold, scale,
             ACT=gemm.ACTS[act], LAYERNORM=norm == "layernorm", DROPOUT=drop, STORE_INPUTS=store_inputs,
             FP32_DOT=x.dtype == torch.float32 or interpreting(),
