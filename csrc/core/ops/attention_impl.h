@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cfloat>
+#include <cmath>  // INFINITY
 #include <cstdint>
 
 #include "ops/attention_kernels.h"
@@ -119,7 +120,7 @@ float softmax_numerator(float* s, int64_t n) {
   constexpr int W = V::W;
   const int64_t nfull = n / W * W;
   const int tail = static_cast<int>(n - nfull);
-  float mx = -FLT_MAX;
+  float mx = -INFINITY;  // not -FLT_MAX: a row of -inf scores gives NaN, as torch's softmax does
   if (nfull > 0) {
     reg mv = V::loadu(s);
     for (int64_t c = W; c < nfull; c += W) mv = V::max(mv, V::loadu(s + c));
