@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_ARGS = {"hf_round_trip.py": ["--layers", "2"], "patch_hf_model.py": ["--layers", "2"], "proof_probe.py": ["--limit", "20"]}
+SMALL_ARGS = {"hf_round_trip.py": ["--layers", "2"], "patch_hf_model.py": ["--layers", "2"],
+              "proof_probe.py": ["--limit", "20"]}
 # Scripts whose smoke test checks their output too, in the suite of the part they show.
 TESTED_ELSEWHERE = {"distill_student.py",  # tests/test_distill_cli.py::test_example_script_runs
                     "proof_student.py"}    # tests/test_finetune_proof.py (--smoke)
