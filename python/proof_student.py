@@ -147,7 +147,8 @@ def run(args) -> dict:
     task, splits = DATASETS[args.dataset](args.seed)
     if size["subsample"]:
         rng = random.Random(args.seed)
-        splits = {k: rng.sample(v, min(len(v), size["subsample"] // (1 if k == "train" else 3))) for k, v in splits.items()}
+        splits = {k: rng.sample(v, min(len(v), size["subsample"] // (1 if k == "train" else 3)))
+                  for k, v in splits.items()}
     distilled = distil(work, teacher, vocab, size, args.seed)
     tokenizer = load_tokenizer(vocab)
     seq = size["seq_len"][args.dataset]
@@ -216,9 +217,11 @@ def markdown(s: dict) -> str:
              f"Distillation: {d['steps']} steps of feature-map + attention transfer from all-MiniLM-L6-v2, "
              f"{d['tokens']:,} tokens of news text, loss {d['first_loss']:.4g} → {d['last_loss']:.4g}.", "",
              f"Fine-tuning, identical for all three: {s['fine_tuning']['steps']} steps, batch "
-             f"{s['fine_tuning']['batch_size']}, AdamW lr {s['fine_tuning']['lr']}, max {s['fine_tuning']['max_seq_len']} "
+             f"{s['fine_tuning']['batch_size']}, AdamW lr {s['fine_tuning']['lr']}, "
+             f"max {s['fine_tuning']['max_seq_len']} "
              "tokens; the checkpoint with the best dev accuracy is tested.", "",
-             "| model | parameters | test accuracy | dev accuracy | fine-tune loss (first → last 10%) | fine-tune time |",
+             "| model | parameters | test accuracy | dev accuracy | fine-tune loss (first → last 10%) "
+             "| fine-tune time |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, r in s["results"].items():
         if "parameters" not in r:

@@ -18,7 +18,8 @@ def test_accuracy_and_positive_class_f1():
 def test_matthews_binary_and_multiclass():
     # tp 2, tn 1, fp 1, fn 1: (2·1 − 1·1) / sqrt(3·3·2·2)
     assert metrics.matthews_corrcoef([1, 1, 0, 0, 1], [1, 0, 0, 1, 1]) == pytest.approx(1 / 6)
-    # confusion rows (true) [[2,0,0],[1,0,1],[0,1,1]]: (3·6 − t·q) / sqrt((36 − q·q)(36 − t·t)), t=[2,2,2], q=[3,1,2]
+    # confusion rows (true) [[2,0,0],[1,0,1],[0,1,1]], true counts t=[2,2,2], predicted q=[3,1,2]:
+    # (3·6 − t·q) / sqrt((36 − q·q)(36 − t·t))
     assert metrics.matthews_corrcoef([0, 2, 1, 0, 0, 2], [0, 1, 2, 0, 1, 2]) == pytest.approx(6 / math.sqrt(22 * 24))
     assert metrics.matthews_corrcoef([1, 1, 1], [0, 1, 0]) == 0.0  # constant predictions
     assert metrics.matthews_corrcoef([0, 1, 1, 0], [0, 1, 1, 0]) == pytest.approx(1.0)

@@ -150,5 +150,6 @@ def test_token_classification_and_qa_train_and_evaluate(tokenizer, tmp_path):
     finetune(model, task, windows, FinetuneConfig(max_steps=2, batch_size=4, progress=False))
     scores = evaluate(model, task, questions, windows, output_dir=str(tmp_path / "qa"), max_answer_len=5)
     assert set(scores) == {"exact_match", "f1"}
-    answers = [json.loads(line)["prediction"] for line in (tmp_path / "qa" / "predictions.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "qa" / "predictions.jsonl").read_text().splitlines()
+    answers = [json.loads(line)["prediction"] for line in lines]
     assert all(a in SQUAD["data"][0]["paragraphs"][0]["context"] for a in answers)

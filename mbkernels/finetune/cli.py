@@ -147,8 +147,8 @@ def _finetune(args) -> int:
         output_dir=args.output_dir, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip, eval_every=args.eval_every,
         patience=args.patience, precision=args.precision, backend=args.backend, device=args.device, seed=args.seed,
-        progress=not args.no_progress, extra={"max_answer_len": args.max_answer_len} if task.kind == "question_answering"
-        else {})
+        progress=not args.no_progress,
+        extra={"max_answer_len": args.max_answer_len} if task.kind == "question_answering" else {})
     model = load_model(args.model, task)
     result = finetune(model, task, _features(args, task, train, tokenizer), config, dev)
     folder = os.path.join(args.output_dir, "model")
