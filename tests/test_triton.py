@@ -409,6 +409,24 @@ def test_autocast_runs_bf16_kernels_with_fp32_master_weights(name):
         assert (got is None) == (want is None) and (got is None or torch.equal(got, want.float()))
 
 
+@pytest.mark.parametrize("name", ["nonorm", "linear_norm", "attention", "ffn_stack", "embedding"])
+def test_empty_batch(name):
+    """B = 0: the Triton path runs forward and backward (no zero-sized launch) and returns empty results."""
+    fn, args, kwargs = {"nonorm": lambda: nonorm_case(b=0, s=5, n=16),
+                        "linear_norm": lambda: linear_norm_case(b=0, s=5, k=32, n=16),
+                        "attention": lambda: attention_case(b=0, h=2, s=5, d=16, masked=False),
+                        "ffn_stack": lambda: ffn_stack_case(b=0, s=5, width=16, inter=32, n=2),
+                        "embedding": lambda: embedding_case(b=0, s=5, vocab=20, emb=16, hidden=32)}[name]()
+    args = _to_device(args)
+    leaves = [t for t in _flat(args) if isinstance(t, torch.Tensor) and t.requires_grad]
+    with mbkernels.use_backend("triton"):
+        out = fn(*args, **kwargs)
+        out = out[0] if isinstance(out, tuple) else out
+        grads = torch.autograd.grad(out, leaves, torch.ones_like(out), allow_unused=True)
+    assert out.numel() == 0 and backend.last_ran[name] == backend.last_ran[name + "_backward"] == "triton"
+    assert all(g is None or not g.any() for g in grads)
+
+
 def test_attention_non_contiguous_heads():
     """[B, S, H, D] projections viewed as [B, H, S, D] (how the model splits heads)."""
     fn, args, kwargs = attention_case(b=2, h=2, s=7, d=16)
