@@ -427,6 +427,36 @@ def test_empty_batch(name):
     assert all(g is None or not g.any() for g in grads)
 
 
+@pytest.mark.parametrize("preset", ["mobilebert", "mobilebert_tiny", "mobilebert_no_opt"])
+def test_encoder_op_runs_every_layer_on_triton(preset):
+    """ops.encoder (all layers as one op, inference) through the Triton kernels equals the float64
+    reference of the same layers (per-row error ≤ 1e-5, or 2× the fp32 reference's)."""
+    from helpers import padded_batch, small
+
+    from mbkernels import MobileBertConfig, MobileBertModel, ops
+    from mbkernels.testing import rel_err
+    config = small(getattr(MobileBertConfig, preset)())
+    torch.manual_seed(0)
+    model = MobileBertModel(config).eval()
+    ids, types, mask = padded_batch(config, batch=2, seq=7)
+    with torch.no_grad(), mbkernels.use_backend("reference"):
+        h = model.embeddings(ids, types)
+    c, key_mask = model.config, mask.bool()
+
+    def run(dtype, be, device):
+        weights = [t.detach().to(device, dtype) for layer in model.encoder.layer
+                   for t in layer.encoder_weights(h.new_empty(0))]
+        with mbkernels.use_backend(be), torch.no_grad():
+            return ops.encoder(h.to(device, dtype), key_mask.to(device), weights, c.num_hidden_layers,
+                               c.num_attention_heads, c.attention_mode, c.norm, c.hidden_act, c.layer_norm_eps,
+                               [c.layer_norm_eps] * (c.num_feedforward_networks - 1) + [1e-5], c.use_bottleneck)
+
+    got = run(torch.float32, "triton", DEVICE)
+    assert backend.last_ran["encoder"] == "triton"
+    ref, f32 = run(torch.float64, "reference", "cpu"), run(torch.float32, "reference", "cpu")
+    assert rel_err(got.cpu(), ref) <= max(1e-5, 2 * rel_err(f32, ref))
+
+
 def test_attention_non_contiguous_heads():
     """[B, S, H, D] projections viewed as [B, H, S, D] (how the model splits heads)."""
     fn, args, kwargs = attention_case(b=2, h=2, s=7, d=16)

@@ -4,8 +4,9 @@ Each layer is what `MobileBertLayer` runs as three ops — `bottleneck_attention
 linear_norm(residual=h)` (the last only with a bottleneck) — without dropout and without scores.
 On CPU the fp32 path runs `mbkernels_cpu::encoder_forward`: the same C++ kernels and cached packed
 weights as the per-op path, in one call instead of 3 per layer (each op call through Python costs
-~25 µs: ~2 ms of a 24-layer forward). Elsewhere, and for its backward, the reference runs inside the
-op. The modules use it when nothing needs gradients, scores or per-layer hidden states.
+~25 µs: ~2 ms of a 24-layer forward). On CUDA, or under `use_backend("triton")`, the forward runs
+the layers through the Triton kernels of the three ops. Elsewhere, and for its backward, the
+reference runs inside the op. The modules use it when nothing needs gradients, scores or per-layer hidden states.
 
 `weights` is flat: per layer the 18 bottleneck_attention weights (that op's argument order), then
 per FFN [W1, b1, W2, b2, norm_weight, norm_bias], then the output bottleneck [W, b, norm_weight,
@@ -48,6 +49,33 @@ def _encoder_cpu(h, key_mask, weights, num_layers, num_heads, mode, norm, act, e
                                                    eps, ffn_eps, use_bottleneck)
 
 
+def _encoder_triton(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck):
+    """The layers one after another through the Triton kernels (CUDA, or the triton backend), when
+    they take every layer; else NotImplemented before anything runs."""
+    from mbkernels import triton as mbt
+    if not mbt.available():
+        return NotImplemented
+    from mbkernels.triton import bottleneck_attention as tba
+    from mbkernels.triton import ffn_stack as tffn
+    from mbkernels.triton import linear_norm as tlin
+    n, per = len(ffn_eps), weights_per_layer(len(ffn_eps))
+    layers = []
+    for layer in range(num_layers):
+        w = [t if t.numel() else None for t in weights[layer * per:(layer + 1) * per]]
+        att, ffn = w[:ATTENTION_WEIGHTS], w[ATTENTION_WEIGHTS:ATTENTION_WEIGHTS + 6 * n]
+        lists = [list(ffn[j::6]) for j in range(6)]
+        a = h.new_empty((0, att[14].shape[0]))  # the shape and dtype of the attention output's rows
+        if not (tba.supported(h, att, num_heads, mode, norm) and tffn.supported(a, lists[0], act, norm)
+                and (not use_bottleneck or tlin.supported(a, w[-4], norm))):
+            return NotImplemented
+        layers.append((att, lists, w[-4:]))
+    for att, lists, out in layers:
+        a, _ = tba.bottleneck_attention_forward(h, key_mask, att, num_heads, mode, norm, eps, 0.0, 0.0, None, False)
+        a = tffn.ffn_stack_forward(a, *lists, act, norm, ffn_eps, 0.0, None)
+        h = tlin.linear_norm_forward(a, *out, h, norm, eps, 0.0, None) if use_bottleneck else a
+    return h
+
+
 def _fake(h, *rest):
     return h.new_empty(h.shape)
 
@@ -60,6 +88,7 @@ ENCODER = define(OpDef(
     reference_forward=_reference,
     fake=_fake,
     cpu=_encoder_cpu,
+    triton=_encoder_triton,
 ))
 
 
