@@ -148,6 +148,19 @@ def test_gemm_epilogues(act):
     assert _rel(added, dy @ w + want_pre) < 1e-6
 
 
+def test_nan_propagates_like_torch():
+    """A NaN in one token's input gives NaN exactly where the reference puts it (ReLU keeps NaN, as
+    torch's does; a GPU's max would drop it), forward through ffn_stack, whose every FFN has a ReLU."""
+    fn, args, kwargs = ffn_stack_case(b=2, s=3, width=16, inter=32, n=2)
+    x = args[0].detach().clone()
+    x[1, 2, 5] = float("nan")
+    with mbkernels.use_backend("triton"), torch.no_grad():
+        got = fn(*_to_device((x, *args[1:])), **kwargs)
+    with mbkernels.use_backend("reference"), torch.no_grad():
+        want = fn(x, *args[1:], **kwargs)
+    assert torch.equal(got.cpu().isnan(), want.isnan()) and want.isnan().any()
+
+
 def test_gemm_split_reduction_is_exact_and_deterministic():
     """A weight gradient split over the token axis (as on a GPU) sums its fp32 partials in a fixed
     order: equal to the unsplit result within fp32 rounding, and bit-identical run to run."""

@@ -32,8 +32,8 @@ def gelu(x):
 
 @triton.jit
 def act_fn(x, ACT: tl.constexpr):
-    if ACT == 1:
-        return tl.maximum(x, 0.0)
+    if ACT == 1:  # NaN stays NaN, as in torch (a GPU's max.f32 would return the 0)
+        return tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
     elif ACT == 2:
         return gelu(x)
     else:
