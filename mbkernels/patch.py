@@ -10,7 +10,9 @@ teacher and a student in one process stay independent):
   them, and `.to()`, `load_state_dict` and optimizers work unchanged;
 - `encoder` turns HF's prepared attention mask into one `[B, S]` key mask, once per forward, and
   calls its layers as HF does (their forward hooks, e.g. HF's `output_hidden_states` capture, run;
-  HF's gradient checkpointing applies when enabled);
+  HF's gradient checkpointing applies when enabled); in inference with nothing observing the layers
+  (no gradients, no per-layer outputs requested, no hooks on them) it runs mbkernels' encoder
+  instead (on CPU fp32 one `ops.encoder` call for all layers);
 - each `layer.attention.self` keeps HF's forward for direct calls; the fused layer calls it only to
   hand over the attention probabilities it computed, so HF's `output_attentions` capture (a hook on
   that module) and user hooks see them.
@@ -89,9 +91,31 @@ def _encoder_forward(encoder, hidden_states, attention_mask=None, **kwargs):
     from transformers.modeling_outputs import BaseModelOutput
 
     key_mask = key_mask_of(attention_mask, hidden_states.shape[:2])
+    if _inference_only(encoder, kwargs):
+        # Nothing observes the layers one by one: mbkernels' encoder runs them (one ops.encoder call
+        # on CPU fp32, else op by op through the layer views).
+        for layer in encoder.layer:
+            layer.__dict__[_VIEW].training = layer.training
+        return BaseModelOutput(last_hidden_state=_run_view(encoder, hidden_states, key_mask)[0])
     for layer in encoder.layer:
         hidden_states = layer(hidden_states, key_mask, **kwargs)
     return BaseModelOutput(last_hidden_state=hidden_states)
+
+
+# HF's output-capture hooks (installed once, for good) record only while outputs are requested.
+_HF_CAPTURE = "transformers.utils.output_capturing"
+
+
+def _inference_only(encoder, kwargs) -> bool:
+    """No gradients, no per-layer outputs requested (HF's rule: kwarg, else config) and no hooks on the
+    layers but HF's idle capture hooks: the layers need not run as HF modules."""
+    if torch.is_grad_enabled() or not len(encoder.layer):
+        return False
+    config = encoder.layer[0].attention.self.config
+    if any(kwargs.get(f"output_{k}", getattr(config, f"output_{k}", False)) for k in ("hidden_states", "attentions")):
+        return False
+    return not any(getattr(hook, "__module__", None) != _HF_CAPTURE
+                   for m in encoder.layer for hooks in (m._forward_hooks, m._forward_pre_hooks) for hook in hooks.values())
 
 
 def _layer_forward(layer, hidden_states, attention_mask=None, **kwargs):
@@ -147,10 +171,12 @@ def _view(theirs: nn.Module, mine: nn.Module) -> nn.Module:
 
 
 def _plan(backbone, ours) -> list[tuple[nn.Module, types.FunctionType, nn.Module | None]]:
-    """(HF module, forward to bind, its mbkernels view or None) for every module patch_hf touches."""
-    plan = [(backbone.embeddings, _embeddings_forward, ours.embeddings), (backbone.encoder, _encoder_forward, None)]
+    """(HF module, forward to bind, its mbkernels view or None) for every module patch_hf touches.
+    The views are made here but bound only by patch_hf, after every check has passed."""
+    plan = [(backbone.embeddings, _embeddings_forward, _view(backbone.embeddings, ours.embeddings)),
+            (backbone.encoder, _encoder_forward, ours.encoder)]  # its layers: the layer views below
     for theirs, mine in zip(backbone.encoder.layer, ours.encoder.layer, strict=True):
-        plan += [(theirs, _layer_forward, mine), (theirs.attention.self, _self_attention_forward, None)]
+        plan += [(theirs, _layer_forward, _view(theirs, mine)), (theirs.attention.self, _self_attention_forward, None)]
     return plan
 
 
@@ -192,7 +218,7 @@ def patch_hf(model: nn.Module) -> nn.Module:
                                  "instance attribute `forward` set by someone else (patch_hf replaces it)")
         for module, forward, mine in plan:
             if mine is not None:
-                module.__dict__[_VIEW] = _view(module, mine)
+                module.__dict__[_VIEW] = mine
             module.forward = types.MethodType(forward, module)
         backbone.__dict__[_RECORD] = [module for module, _, _ in plan]
     return model

@@ -250,3 +250,33 @@ def test_bad_input():
     with pytest.raises(ValueError, match="model: expected the parameters its config describes"):
         patch_hf(theirs)
     assert not is_patched(theirs)
+
+
+def test_inference_runs_the_whole_encoder_unless_layers_are_observed():
+    """No grad, no per-layer outputs, no user hooks: mbkernels' encoder (one ops.encoder call on CPU
+    fp32); a hook on a layer or requested hidden states bring back the per-layer HF calls."""
+    ours = MobileBertModel(small(VARIANTS["mobilebert"], num_hidden_layers=3)).eval()
+    realistic_init_(ours)
+    theirs = hf_twin(ours, "MobileBertModel")
+    patched = patch_hf(copy.deepcopy(theirs))
+    ids, types, mask = padded_batch(ours.config)
+    one_op = mbkernels.backend._C is not None
+
+    def run(model, **kwargs):
+        mbkernels.backend.last_ran.clear()
+        with torch.no_grad():
+            return model(ids, attention_mask=mask, token_type_ids=types, **kwargs)
+
+    expected = run(theirs).last_hidden_state
+    for requested in ({}, {"output_hidden_states": True}, {}):  # HF's capture hooks stay after a request
+        out = run(patched, **requested)
+        assert rel_err(out.last_hidden_state, expected) <= TOL
+        assert ("encoder" in mbkernels.backend.last_ran) == (one_op and not requested)
+    assert len(out.hidden_states if requested else run(patched, output_hidden_states=True).hidden_states) == 4
+    seen = []
+    handle = patched.encoder.layer[1].register_forward_hook(lambda module, args, output: seen.append(output))
+    assert rel_err(run(patched).last_hidden_state, expected) <= TOL
+    assert len(seen) == 1 and "encoder" not in mbkernels.backend.last_ran
+    handle.remove()
+    run(patched)
+    assert ("encoder" in mbkernels.backend.last_ran) == one_op
