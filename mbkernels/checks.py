@@ -62,7 +62,7 @@ _NOTHING = contextlib.nullcontext()
 
 def active() -> bool:
     """Whether anything is checked here (check mode, or a float16 forward in progress)."""
-    return _scope.get() is not None
+    return not torch.compiler.is_compiling() and _scope.get() is not None
 
 
 @contextlib.contextmanager
@@ -78,12 +78,12 @@ def check_finite(enabled: bool = True) -> Iterator[None]:
 
 
 def current_site() -> str | None:
-    return _site.get()
+    return None if torch.compiler.is_compiling() else _site.get()
 
 
 def site(name: str | None):
     """Name the layer or module whose ops run inside the block (a no-op when nothing is checked)."""
-    if name is None or _scope.get() is None:
+    if name is None or not active():
         return _NOTHING
     return _at_site(name)
 
@@ -109,9 +109,12 @@ def model_forward(reference: torch.Tensor) -> Iterator[None]:
     """A model forward: in float16 (`reference` — a parameter — is float16, or float16 autocast is on)
     its ops' flags are collected and checked once when the block ends. Nested forwards share the
     outermost one's check."""
+    # Dynamo cannot trace ContextVar.get: while compiling, test that first and touch nothing.
+    if torch.compiler.is_compiling():
+        yield
+        return
     outer = _scope.get()
-    if (outer is not None and outer.pending is not None) or torch.compiler.is_compiling() \
-            or not _float16_forward(reference):
+    if (outer is not None and outer.pending is not None) or not _float16_forward(reference):
         yield
         return
     scope = _Scope(immediate=outer is not None and outer.immediate, pending=[])
@@ -148,7 +151,7 @@ def observe(op: str, out) -> None:
 def observe_reference(op: str, out) -> None:
     """A module's report of an op it ran: only needed where the custom op (which reports itself) was
     bypassed, i.e. under `use_backend("reference")`."""
-    if _scope.get() is not None and backend.current_backend() == "reference":
+    if active() and backend.current_backend() == "reference":
         observe(op, out)
 
 

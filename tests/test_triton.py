@@ -536,10 +536,6 @@ def test_compiled_layer_of_our_ops_is_one_graph():
         assert _rel(got, want) < 1e-6
 
 
-@pytest.mark.xfail(strict=True, raises=torch._dynamo.exc.Unsupported,
-                   reason="mbkernels/checks.py calls ContextVar.get while compiling, which Dynamo "
-                   "cannot trace (see /work/notes/triton-flag.md); remove this marker once it tests "
-                   "torch.compiler.is_compiling() first")
 def test_compiled_model_has_no_graph_break_and_matches_eager():
     """torch.compile(fullgraph=True) of a whole MobileBertModel training step with the Triton kernels
     inside the custom ops: one graph (fullgraph raises on any break), our ops in it, the same output
