@@ -1,6 +1,9 @@
 """embedding: lookup (or `inputs_embeds`) → trigram concat [next, cur, prev] → Linear → + position
-+ token type → N → dropout. On CUDA, or under `use_backend("triton")`, both directions run
-`mbkernels/triton/embedding.py` (hidden widths up to 512).
++ token type → N → dropout. On CPU the fp32 forward from input_ids with the transformation Linear and
+without dropout runs `mbkernels_cpu::embedding_forward` (csrc/core/ops/embedding.h: the Linear on
+the packed GEMM with position + type and the norm in its epilogue); inputs_embeds, other dtypes,
+dropout and the backward run the reference inside the custom op. On CUDA, or under
+`use_backend("triton")`, both directions run `mbkernels/triton/embedding.py` (hidden widths up to 512).
 """
 
 from __future__ import annotations
@@ -17,6 +20,17 @@ def _fake(input_ids, inputs_embeds, token_type_ids, position_ids, word_embedding
           transformation_bias, position_embeddings, *rest):
     b, s = token_type_ids.shape
     return word_embeddings.new_empty((b, s, position_embeddings.shape[1]))
+
+
+def _embedding_cpu(input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings, transformation_weight,
+                   transformation_bias, position_embeddings, token_type_embeddings, norm_weight, norm_bias,
+                   padding_idx, trigram, norm, eps, dropout_p, seed):
+    if (input_ids is None or transformation_weight is None or dropout_p > 0
+            or word_embeddings.dtype != torch.float32):
+        return NotImplemented
+    return torch.ops.mbkernels_cpu.embedding_forward(
+        input_ids, token_type_ids, position_ids, word_embeddings, transformation_weight, transformation_bias,
+        position_embeddings, token_type_embeddings, norm_weight, norm_bias, trigram, norm, eps)
 
 
 def _triton_embedding(args):
@@ -54,6 +68,7 @@ EMBEDDING = define(OpDef(
     returns="Tensor",
     reference_forward=reference.embedding,
     fake=_fake,
+    cpu=_embedding_cpu,
     triton=_embedding_triton,
     triton_backward=_embedding_triton_backward,
 ))
