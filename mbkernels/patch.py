@@ -28,7 +28,7 @@ instance `forward`s and views), so the model behaves bit for bit as before.
 
 from __future__ import annotations
 
-import types
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -144,6 +144,17 @@ def _self_attention_forward(module, *args, probabilities=None, **kwargs):
     return None, probabilities
 
 
+class _BoundForward:
+    """`function` bound to one module as its instance `forward`; unlike a bound method of a function
+    that is not the module's attribute, it pickles (torch.save of a whole patched model)."""
+
+    def __init__(self, function, module: nn.Module):
+        self.function, self.module = function, module
+
+    def __call__(self, *args, **kwargs):
+        return self.function(self.module, *args, **kwargs)
+
+
 # -- patch / unpatch -----------------------------------------------------------------------------------
 
 # Where patch_hf lists, on the backbone, the modules it patched (unpatch_hf restores exactly those).
@@ -170,7 +181,7 @@ def _view(theirs: nn.Module, mine: nn.Module) -> nn.Module:
     return mine
 
 
-def _plan(backbone, ours) -> list[tuple[nn.Module, types.FunctionType, nn.Module | None]]:
+def _plan(backbone, ours) -> list[tuple[nn.Module, Callable, nn.Module | None]]:
     """(HF module, forward to bind, its mbkernels view or None) for every module patch_hf touches.
     The views are made here but bound only by patch_hf, after every check has passed."""
     plan = [(backbone.embeddings, _embeddings_forward, _view(backbone.embeddings, ours.embeddings)),
@@ -219,7 +230,7 @@ def patch_hf(model: nn.Module) -> nn.Module:
         for module, forward, mine in plan:
             if mine is not None:
                 module.__dict__[_VIEW] = mine
-            module.forward = types.MethodType(forward, module)
+            module.forward = _BoundForward(forward, module)
         backbone.__dict__[_RECORD] = [module for module, _, _ in plan]
     return model
 

@@ -7,6 +7,7 @@ variant HF can build; teacher/student independence; unpatch restores bit-identic
 """
 
 import copy
+import io
 
 import pytest
 import torch
@@ -183,11 +184,18 @@ def test_unpatch_restores_exactly():
 
 
 def test_patched_model_follows_its_weights():
-    """The views hold HF's own dicts: loaded weights, deepcopies and optimizer steps are seen."""
+    """The views hold HF's own dicts: loaded weights, deepcopies, pickling and optimizer steps work."""
     theirs, config = _twin(VARIANTS["mobilebert"])
     patched = patch_hf(copy.deepcopy(theirs))
     clone = copy.deepcopy(patched)
     assert is_patched(clone)
+    buffer = io.BytesIO()
+    torch.save(patched, buffer)  # a whole patched model pickles and comes back patched
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert is_patched(loaded)
+    with torch.no_grad():
+        assert torch.equal(_run(loaded, config).prediction_logits, _run(patched, config).prediction_logits)
     opt = torch.optim.SGD(patched.parameters(), lr=1e-2)
     _loss(_run(patched, config)).backward()
     opt.step()
