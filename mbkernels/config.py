@@ -20,7 +20,7 @@ NORMALIZATIONS = ("no_norm", "layer_norm")
 # HF's PretrainedConfig bookkeeping keys that carry no architecture: accepted on read, dropped.
 _HF_ONLY_KEYS = {
     "architectures", "model_type", "transformers_version", "_name_or_path", "torch_dtype", "dtype",
-    "return_dict", "output_hidden_states", "output_attentions", "use_cache", "is_decoder",
+    "return_dict", "output_hidden_states", "output_attentions", "use_cache", "is_decoder", "is_encoder_decoder",
     "add_cross_attention", "chunk_size_feed_forward", "tie_encoder_decoder", "bos_token_id",
     "eos_token_id", "sep_token_id", "decoder_start_token_id", "label2id", "finetuning_task",
     "tokenizer_class", "prefix", "task_specific_params", "pruned_heads", "torchscript",

@@ -16,6 +16,13 @@ def test_defaults_are_hf_defaults():
         assert theirs[k] == v, k
 
 
+def test_reads_a_whole_hf_config_dict():
+    """Every key transformers writes into config.json is either ours or known bookkeeping."""
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.MobileBertConfig(num_hidden_layers=3).to_dict()
+    assert MobileBertConfig.from_dict(theirs).num_hidden_layers == 3
+
+
 def test_presets():
     released = MobileBertConfig.mobilebert()
     assert released.classifier_activation is False and released.hidden_act == "relu"
