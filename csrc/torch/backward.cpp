@@ -112,9 +112,8 @@ std::vector<at::Tensor> linear_norm_backward(const at::Tensor& grad, const at::T
 }
 
 // Gradients of ffn_stack: (x, W1[0..n), b1[..], W2[..], b2[..], norm_weights[..], norm_biases[..]).
-// The forward is recomputed first, keeping each FFN's input x_i and pre-norm t_i ([rows, width]
-// each, 2n of them: small next to the [rows, inter] intermediates, which are recomputed one FFN at
-// a time in the reverse pass and never stored).
+// The forward is recomputed first (the forward op stores nothing), keeping each FFN's input x_i and
+// pre-norm t_i ([rows, width] each) and, for ReLU, its activations.
 std::vector<at::Tensor> ffn_stack_backward(const at::Tensor& grad, const at::Tensor& x,
                                            at::TensorList w1, at::TensorList b1,
                                            at::TensorList w2, at::TensorList b2,
@@ -131,9 +130,14 @@ std::vector<at::Tensor> ffn_stack_backward(const at::Tensor& grad, const at::Ten
   // Forward: xs[i] is FFN i's input, ts[i] its pre-norm output act(x W1ᵀ + b1) W2ᵀ + b2 + x.
   const at::Tensor xs = at::empty({n, rows, width}, opts), ts = at::empty({n, rows, width}, opts);
   xs[0].copy_(x.reshape({rows, width}));
-  at::Tensor h = at::empty({rows, f.max_inter}, opts);
+  // ReLU: the recomputed activations act(x W1ᵀ + b1) are kept for the reverse pass (relu'(u) is
+  // h > 0), sparing its n GEMMs for n [rows, inter] buffers that live only during this call; GELU
+  // needs u itself and recomputes it there.
+  bool keep_h = f.act == gemm::Act::relu;
+  for (int64_t i = 0; i < n; ++i) keep_h = keep_h && w1[i].size(0) == f.max_inter;
+  const at::Tensor hs = at::empty({keep_h ? n : 1, rows, f.max_inter}, opts);
   for (int64_t i = 0; i < n && rows > 0 && width > 0; ++i) {
-    at::Tensor hi = h.narrow(1, 0, w1[i].size(0));
+    at::Tensor hi = hs[keep_h ? i : 0].narrow(1, 0, w1[i].size(0));
     at::Tensor xi = xs[i], ti = ts[i];
     linear(xi, width, *f.intermediate[i], hi, nullptr, 0, f.act);
     linear(hi, f.max_inter, *f.output[i], ti, xi.const_data_ptr<float>(), width);
@@ -154,8 +158,8 @@ std::vector<at::Tensor> ffn_stack_backward(const at::Tensor& grad, const at::Ten
     const int64_t inter = w1[i].size(0);
     const at::Tensor gt =
         norm_backward(f.norm, g, ts[i], f.norm_weight[i], eps[i], gnw[i], gnb[i], gb2[i]);
-    at::Tensor u = at::empty({rows, inter}, opts);
-    if (rows > 0 && width > 0) linear(xs[i], width, *f.intermediate[i], u);
+    at::Tensor u = keep_h ? hs[i] : at::empty({rows, inter}, opts);
+    if (!keep_h && rows > 0 && width > 0) linear(xs[i], width, *f.intermediate[i], u);
     const at::Tensor gh = at::mm(gt, w2[i]);
     at::Tensor gu = at::empty({rows, inter}, opts);
     gb1[i] = at::empty({inter}, opts);
