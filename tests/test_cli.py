@@ -11,7 +11,7 @@ def test_info_json():
     d = json.loads(_run("info", "--json").stdout)
     assert {"mbkernels", "torch", "triton", "compiled_isas", "active_isa", "cuda_available", "threads", "ops"} <= set(d)
     assert set(d["ops"]) == {"nonorm", "layernorm", "linear_norm", "bottleneck_attention", "attention",
-                             "ffn_stack", "embedding"}
+                             "ffn_stack", "embedding", "encoder"}
 
 
 def test_demo_checks_every_op_and_times_the_model():
