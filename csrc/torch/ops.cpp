@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/ffn_stack.h"
+#include "ops/layernorm.h"
 #include "ops/linear_norm.h"
 #include "ops/nonorm.h"
 #include "args.h"
@@ -118,6 +119,47 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nonorm_backward(
   return {gx, gw, gb};
 }
 
+// LayerNorm of x [+ residual] (fp32; mbkernels.ops runs the reference for other dtypes).
+at::Tensor layernorm_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                             const std::optional<at::Tensor>& residual, double eps) {
+  check_nonorm_args("layernorm_forward", x, weight, &bias, residual);
+  check_f32(x, "layernorm_forward", "x");
+  const at::Tensor xc = x.contiguous(), wc = weight.contiguous(), bc = bias.contiguous();
+  std::optional<at::Tensor> rc;
+  if (residual.has_value()) rc = residual->contiguous();
+  at::Tensor y = at::empty(x.sizes(), xc.options());
+  const int64_t cols = weight.numel();
+  mbk::ops::layernorm_forward(xc.const_data_ptr<float>(), ptr_or_null<float>(rc),
+                              wc.const_data_ptr<float>(), bc.const_data_ptr<float>(),
+                              static_cast<float>(eps), y.mutable_data_ptr<float>(),
+                              cols > 0 ? xc.numel() / cols : 0, cols, at::get_num_threads());
+  return y;
+}
+
+// Returns (grad_x, grad_weight, grad_bias); grad_x is also the residual's gradient.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layernorm_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& residual, double eps) {
+  check_nonorm_args("layernorm_backward", x, weight, nullptr, residual);
+  check_f32(x, "layernorm_backward", "x");
+  check_f32(grad_out, "layernorm_backward", "grad_out");
+  TORCH_CHECK(grad_out.sizes() == x.sizes(), "mbkernels_cpu::layernorm_backward: grad_out must "
+              "have the shape of x ", x.sizes(), ", got ", grad_out.sizes());
+  const at::Tensor gc = grad_out.contiguous(), xc = x.contiguous(), wc = weight.contiguous();
+  std::optional<at::Tensor> rc;
+  if (residual.has_value()) rc = residual->contiguous();
+  at::Tensor gx = at::empty(x.sizes(), xc.options());
+  at::Tensor gw = at::empty(weight.sizes(), wc.options());
+  at::Tensor gb = at::empty(weight.sizes(), wc.options());
+  const int64_t cols = weight.numel();
+  mbk::ops::layernorm_backward(gc.const_data_ptr<float>(), xc.const_data_ptr<float>(),
+                               ptr_or_null<float>(rc), wc.const_data_ptr<float>(),
+                               static_cast<float>(eps), gx.mutable_data_ptr<float>(),
+                               gw.mutable_data_ptr<float>(), gb.mutable_data_ptr<float>(),
+                               cols > 0 ? xc.numel() / cols : 0, cols, at::get_num_threads());
+  return {gx, gw, gb};
+}
+
 // ---------------------------------------------------------------------------------------------
 // The packed-weight GEMM ops (fp32 forward). Weights come from the packed-weight cache
 // (weight_cache.h): an inference call with unchanged weights never repacks them.
@@ -177,6 +219,12 @@ TORCH_LIBRARY(mbkernels_cpu, m) {
       "nonorm_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? residual) -> "
       "(Tensor, Tensor, Tensor)");
   m.def(
+      "layernorm_forward(Tensor x, Tensor weight, Tensor bias, Tensor? residual, float eps) -> "
+      "Tensor");
+  m.def(
+      "layernorm_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? residual, float eps) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
       "linear_norm_forward(Tensor x, Tensor weight, Tensor? bias, Tensor norm_weight, "
       "Tensor norm_bias, Tensor? residual, str norm, float eps) -> Tensor");
   m.def(
@@ -188,6 +236,8 @@ TORCH_LIBRARY(mbkernels_cpu, m) {
 TORCH_LIBRARY_IMPL(mbkernels_cpu, CPU, m) {
   m.impl("nonorm_forward", &mbk::torch_cpu::nonorm_forward);
   m.impl("nonorm_backward", &mbk::torch_cpu::nonorm_backward);
+  m.impl("layernorm_forward", &mbk::torch_cpu::layernorm_forward);
+  m.impl("layernorm_backward", &mbk::torch_cpu::layernorm_backward);
   m.impl("linear_norm_forward", &mbk::torch_cpu::linear_norm_forward);
   m.impl("ffn_stack_forward", &mbk::torch_cpu::ffn_stack_forward);
 }

@@ -1,7 +1,8 @@
 """nonorm / layernorm: `(x [+ residual]) * weight + bias` and LayerNorm of `x [+ residual]`.
 
-NoNorm is the op with a C++ kernel from the start (`mbkernels_cpu::nonorm_forward/backward`,
-vectorized per ISA); LayerNorm runs the reference inside its custom op on CPU until its kernel lands.
+On CPU both run C++ kernels: NoNorm `mbkernels_cpu::nonorm_forward/backward` (fp32/fp64, vectorized
+per ISA), LayerNorm `mbkernels_cpu::layernorm_forward/backward` (fp32: the GEMM epilogue's row
+kernel and its backward with deterministic column sums; other dtypes run the reference).
 On CUDA, or under `use_backend("triton")`, both directions of both ops run `mbkernels/triton/nonorm.py`.
 """
 
@@ -29,6 +30,22 @@ def _nonorm_cpu_backward(grads, needs_grad, x, weight, bias, residual):
     none = no_grad_placeholder(_tensors((x, weight, bias, residual)))
     return [gx if needs_grad[0] else none, gw if needs_grad[1] else none,
             gb if needs_grad[2] else none, gx.clone() if needs_grad[3] else none]
+
+
+def _layernorm_cpu(x, weight, bias, residual, eps):
+    if x.dtype != torch.float32:
+        return NotImplemented
+    return torch.ops.mbkernels_cpu.layernorm_forward(x, weight, bias, residual, eps)
+
+
+def _layernorm_cpu_backward(grads, needs_grad, x, weight, bias, residual, eps):
+    if x.dtype != torch.float32:
+        return NotImplemented
+    gx, gw, gb = torch.ops.mbkernels_cpu.layernorm_backward(grads[0], x, weight, residual, eps)
+    flat = _tensors((x, weight, bias, residual))
+    # A fresh placeholder per slot: custom-op outputs may not alias each other.
+    got = (gx, gw, gb, gx.clone() if residual is not None else None)
+    return [g if need and g is not None else no_grad_placeholder(flat) for g, need in zip(got, needs_grad)]
 
 
 def _triton_norm(x, weight):
@@ -84,6 +101,8 @@ LAYERNORM = define(OpDef(
     returns="Tensor",
     reference_forward=reference.layernorm,
     fake=_norm_fake,
+    cpu=_layernorm_cpu,
+    cpu_backward=_layernorm_cpu_backward,
     triton=_norm_triton(True),
     triton_backward=_norm_triton_backward(True),
 ))
