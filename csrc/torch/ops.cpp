@@ -88,35 +88,50 @@ at::Tensor nonorm_forward(const at::Tensor& x, const at::Tensor& weight, const a
   return y;
 }
 
+// A norm backward's operands made contiguous and its outputs allocated: grad_x (also the
+// residual's gradient), grad_weight, grad_bias over rows x cols.
+struct NormBackward {
+  at::Tensor g, x, w;
+  std::optional<at::Tensor> res;
+  at::Tensor gx, gw, gb;
+  int64_t rows, cols;
+};
+
+NormBackward norm_backward_operands(const char* op, const at::Tensor& grad_out,
+                                    const at::Tensor& x, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& residual) {
+  check_nonorm_args(op, x, weight, nullptr, residual);
+  check_tensor(grad_out, op, "grad_out");
+  check_same_dtype(grad_out, x, op, "grad_out");
+  TORCH_CHECK(grad_out.sizes() == x.sizes(), "mbkernels_cpu::", op, ": grad_out must have the "
+              "shape of x ", x.sizes(), ", got ", grad_out.sizes());
+  NormBackward b{grad_out.contiguous(), x.contiguous(), weight.contiguous(), std::nullopt, {}, {}, {}, 0,
+                 weight.numel()};
+  if (residual.has_value()) b.res = residual->contiguous();
+  b.gx = at::empty(x.sizes(), b.x.options());
+  b.gw = at::empty(weight.sizes(), b.w.options());
+  b.gb = at::empty(weight.sizes(), b.w.options());
+  b.rows = b.cols > 0 ? b.x.numel() / b.cols : 0;
+  return b;
+}
+
 // Returns (grad_x, grad_weight, grad_bias); grad_x is also the residual's gradient.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> nonorm_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& residual) {
-  check_nonorm_args("nonorm_backward", x, weight, nullptr, residual);
-  check_tensor(grad_out, "nonorm_backward", "grad_out");
-  check_same_dtype(grad_out, x, "nonorm_backward", "grad_out");
-  TORCH_CHECK(grad_out.sizes() == x.sizes(), "mbkernels_cpu::nonorm_backward: grad_out must have "
-              "the shape of x ", x.sizes(), ", got ", grad_out.sizes());
-  const at::Tensor gc = grad_out.contiguous(), xc = x.contiguous(), wc = weight.contiguous();
-  std::optional<at::Tensor> rc;
-  if (residual.has_value()) rc = residual->contiguous();
-  at::Tensor gx = at::empty(x.sizes(), xc.options());
-  at::Tensor gw = at::empty(weight.sizes(), wc.options());
-  at::Tensor gb = at::empty(weight.sizes(), wc.options());
-  const int64_t cols = weight.numel();
-  const int64_t rows = cols > 0 ? xc.numel() / cols : 0;
+  NormBackward b = norm_backward_operands("nonorm_backward", grad_out, x, weight, residual);
   const int threads = at::get_num_threads();
   if (x.scalar_type() == at::kFloat)
-    mbk::ops::nonorm_backward(gc.const_data_ptr<float>(), xc.const_data_ptr<float>(),
-                              ptr_or_null<float>(rc), wc.const_data_ptr<float>(),
-                              gx.mutable_data_ptr<float>(), gw.mutable_data_ptr<float>(),
-                              gb.mutable_data_ptr<float>(), rows, cols, threads);
+    mbk::ops::nonorm_backward(b.g.const_data_ptr<float>(), b.x.const_data_ptr<float>(),
+                              ptr_or_null<float>(b.res), b.w.const_data_ptr<float>(),
+                              b.gx.mutable_data_ptr<float>(), b.gw.mutable_data_ptr<float>(),
+                              b.gb.mutable_data_ptr<float>(), b.rows, b.cols, threads);
   else
-    mbk::ops::nonorm_backward(gc.const_data_ptr<double>(), xc.const_data_ptr<double>(),
-                              ptr_or_null<double>(rc), wc.const_data_ptr<double>(),
-                              gx.mutable_data_ptr<double>(), gw.mutable_data_ptr<double>(),
-                              gb.mutable_data_ptr<double>(), rows, cols, threads);
-  return {gx, gw, gb};
+    mbk::ops::nonorm_backward(b.g.const_data_ptr<double>(), b.x.const_data_ptr<double>(),
+                              ptr_or_null<double>(b.res), b.w.const_data_ptr<double>(),
+                              b.gx.mutable_data_ptr<double>(), b.gw.mutable_data_ptr<double>(),
+                              b.gb.mutable_data_ptr<double>(), b.rows, b.cols, threads);
+  return {b.gx, b.gw, b.gb};
 }
 
 // LayerNorm of x [+ residual] (fp32; mbkernels.ops runs the reference for other dtypes).
@@ -140,24 +155,14 @@ at::Tensor layernorm_forward(const at::Tensor& x, const at::Tensor& weight, cons
 std::tuple<at::Tensor, at::Tensor, at::Tensor> layernorm_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& residual, double eps) {
-  check_nonorm_args("layernorm_backward", x, weight, nullptr, residual);
   check_f32(x, "layernorm_backward", "x");
-  check_f32(grad_out, "layernorm_backward", "grad_out");
-  TORCH_CHECK(grad_out.sizes() == x.sizes(), "mbkernels_cpu::layernorm_backward: grad_out must "
-              "have the shape of x ", x.sizes(), ", got ", grad_out.sizes());
-  const at::Tensor gc = grad_out.contiguous(), xc = x.contiguous(), wc = weight.contiguous();
-  std::optional<at::Tensor> rc;
-  if (residual.has_value()) rc = residual->contiguous();
-  at::Tensor gx = at::empty(x.sizes(), xc.options());
-  at::Tensor gw = at::empty(weight.sizes(), wc.options());
-  at::Tensor gb = at::empty(weight.sizes(), wc.options());
-  const int64_t cols = weight.numel();
-  mbk::ops::layernorm_backward(gc.const_data_ptr<float>(), xc.const_data_ptr<float>(),
-                               ptr_or_null<float>(rc), wc.const_data_ptr<float>(),
-                               static_cast<float>(eps), gx.mutable_data_ptr<float>(),
-                               gw.mutable_data_ptr<float>(), gb.mutable_data_ptr<float>(),
-                               cols > 0 ? xc.numel() / cols : 0, cols, at::get_num_threads());
-  return {gx, gw, gb};
+  NormBackward b = norm_backward_operands("layernorm_backward", grad_out, x, weight, residual);
+  mbk::ops::layernorm_backward(b.g.const_data_ptr<float>(), b.x.const_data_ptr<float>(),
+                               ptr_or_null<float>(b.res), b.w.const_data_ptr<float>(),
+                               static_cast<float>(eps), b.gx.mutable_data_ptr<float>(),
+                               b.gw.mutable_data_ptr<float>(), b.gb.mutable_data_ptr<float>(),
+                               b.rows, b.cols, at::get_num_threads());
+  return {b.gx, b.gw, b.gb};
 }
 
 // ---------------------------------------------------------------------------------------------
