@@ -1,7 +1,7 @@
 // Backward-of-epilogue kernel templates over one vector type V (epilogue_backward.h); included by
 // the per-ISA translation units gemm_<isa>.cc after gemm_impl.h (whose erf_v they use), each
-// compiled with its ISA's flags. Besides gemm_impl.h's V (min, div) they need floor, exp2i
-// (2^n for integral n held in a float vector) and where_positive(u, x) (x where u > 0, else 0).
+// compiled with its ISA's flags. Besides gemm_impl.h's V (min, div) they need where_positive(u, x)
+// (x where u > 0, else 0); exp is simd/math.h's.
 //
 // Both kernels walk one row at a time, in vectors of W columns with one partial vector for the
 // tail, and add into the caller's per-chunk partial column sums (rows of n floats that stay in
@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "gemm/gemm_impl.h"
+#include "simd/math.h"
 
 namespace mbk::gemm {
 namespace {
@@ -34,24 +35,6 @@ inline void store_n(float* p, typename V::reg v, int cnt) {
 template <class V>
 inline void accumulate(float* acc, typename V::reg v, int cnt) {
   store_n<V>(acc, V::add(load_n<V>(acc, cnt), v), cnt);
-}
-
-// exp(x) for x <= 0 (Cephes' expf: 2^n e^r with |r| <= ln2/2, a degree-6 polynomial; ~1 ulp);
-// below -87 it returns ~1e-38 rather than a denormal or 0, which no caller can tell apart.
-template <class V>
-inline typename V::reg exp_nonpositive(typename V::reg x) {
-  using reg = typename V::reg;
-  x = V::max(V::set1(-87.0f), x);  // x second: a NaN stays NaN (x86 max)
-  const reg n = V::floor(V::fmadd(x, V::set1(1.44269504088896341f), V::set1(0.5f)));
-  reg r = V::fmadd(n, V::set1(-0.693359375f), x);
-  r = V::fmadd(n, V::set1(2.12194440e-4f), r);
-  reg p = V::fmadd(r, V::set1(1.9875691500e-4f), V::set1(1.3981999507e-3f));
-  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
-  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
-  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
-  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
-  p = V::fmadd(p, V::mul(r, r), V::add(r, V::set1(1.0f)));
-  return V::mul(p, V::exp2i(n));
 }
 
 // Rows [r0, r1) of LayerNorm's backward (epilogue_backward.h): per row, mean and variance by two
@@ -127,7 +110,7 @@ void activation_backward_rows(Act act, float* u, const float* gh, float* gu, int
       if (gelu) {
         const reg half = V::set1(0.5f);
         const reg cdf = V::fmadd(erf_v<V>(V::mul(uv, V::set1(0.70710678118654752f))), half, half);
-        const reg pdf = V::mul(exp_nonpositive<V>(V::mul(V::mul(uv, uv), V::set1(-0.5f))),
+        const reg pdf = V::mul(simd::exp_nonpositive<V>(V::mul(V::mul(uv, uv), V::set1(-0.5f))),
                                V::set1(0.39894228040143268f));
         h = V::mul(uv, cdf);
         guv = V::mul(ghv, V::fmadd(uv, pdf, cdf));

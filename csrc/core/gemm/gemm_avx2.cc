@@ -10,11 +10,6 @@ namespace {
 struct V : simd::avx2::VecF32 {
   static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
   static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
-  static reg floor(reg a) { return _mm256_floor_ps(a); }
-  static reg exp2i(reg n) {
-    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
-  }
   static reg where_positive(reg u, reg x) {
     return _mm256_and_ps(_mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_GT_OQ), x);
   }

@@ -15,11 +15,6 @@ namespace {
 struct V : simd::avx512::VecF32 {
   static reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
   static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
-  static reg floor(reg a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
-  static reg exp2i(reg n) {
-    const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
-  }
   static reg where_positive(reg u, reg x) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_GT_OQ), x);
   }

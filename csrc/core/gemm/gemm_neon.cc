@@ -20,10 +20,6 @@ struct V : simd::neon::VecF32 {
     return vmulq_f32(a, r);
   }
 #endif
-  static reg floor(reg a) { return vrndmq_f32(a); }
-  static reg exp2i(reg n) {
-    return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23));
-  }
   static reg where_positive(reg u, reg x) {
     return vreinterpretq_f32_u32(vandq_u32(vcgtq_f32(u, vdupq_n_f32(0.0f)), vreinterpretq_u32_f32(x)));
   }

@@ -7,8 +7,6 @@ namespace {
 struct V : simd::scalar::VecF32 {
   static reg min(reg a, reg b) { return a < b ? a : b; }
   static reg div(reg a, reg b) { return a / b; }
-  static reg floor(reg a) { return __builtin_floorf(a); }
-  static reg exp2i(reg n) { return __builtin_ldexpf(1.0f, static_cast<int>(n)); }
   static reg where_positive(reg u, reg x) { return u > 0.0f ? x : 0.0f; }
 };
 }  // namespace

@@ -5,22 +5,11 @@
 
 #include "simd/avx2.h"
 
-namespace mbk::ops::avx2 {
-namespace {
-struct V : simd::avx2::VecF32 {
-  static reg round(reg x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  // 2^n for integral n in [-126, 127]: n + 127 in the exponent field.
-  static reg pow2(reg n) {
-    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
-  }
-};
-}  // namespace
-}  // namespace mbk::ops::avx2
-
 #include "ops/attention_impl.h"
 
 namespace mbk::ops::avx2 {
+
+using V = simd::avx2::VecF32;
 
 void attention_f32(const AttentionArgs& a, const AttentionTasks& tasks, int64_t t0, int64_t t1,
                    const AttentionLayout& L, float* ws) {

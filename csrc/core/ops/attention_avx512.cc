@@ -8,24 +8,11 @@
 
 #include "simd/avx512.h"
 
-namespace mbk::ops::avx512 {
-namespace {
-struct V : simd::avx512::VecF32 {
-  static reg round(reg x) {
-    return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  }
-  // 2^n for integral n in [-126, 127]: n + 127 in the exponent field.
-  static reg pow2(reg n) {
-    const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
-  }
-};
-}  // namespace
-}  // namespace mbk::ops::avx512
-
 #include "ops/attention_impl.h"
 
 namespace mbk::ops::avx512 {
+
+using V = simd::avx512::VecF32;
 
 void attention_f32(const AttentionArgs& a, const AttentionTasks& tasks, int64_t t0, int64_t t1,
                    const AttentionLayout& L, float* ws) {

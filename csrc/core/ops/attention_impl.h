@@ -1,6 +1,5 @@
 // Attention kernel templates over one vector type V; included only by the per-ISA translation
-// units attention_<isa>.cc, each compiled with its ISA's flags. V is simd::<isa>::VecF32 extended
-// there with round (to nearest) and pow2 (2^n for integral n), for exp.
+// units attention_<isa>.cc, each compiled with its ISA's flags. V is simd::<isa>::VecF32.
 //
 // Per task (batch b, head h, a chunk of query rows):
 //   1. Gather the attended keys of (b, h) once (kept while the thread's next task has the same
@@ -21,30 +20,10 @@
 #include <cstdint>
 
 #include "ops/attention_kernels.h"
+#include "simd/math.h"
 
 namespace mbk::ops {
 namespace {
-
-// exp(x) for x <= 0 (softmax's s - max): x = n ln2 + r with |r| <= ln2 / 2, exp(r) by Cephes'
-// degree-7 polynomial, times 2^n. Below -87 the result (< 2e-38) is flushed to exp(-87):
-// negligible beside the row maximum's exp(0) = 1 in the sum. ~1 ulp.
-template <class V>
-inline typename V::reg exp_v(typename V::reg x) {
-  using reg = typename V::reg;
-  x = V::max(V::set1(-87.0f), x);  // x second: a NaN score stays NaN (x86 max returns operand 2)
-  const reg n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
-  // ln2 split in two so n·ln2_hi is exact (Cody-Waite).
-  reg r = V::fmadd(n, V::set1(-0.693359375f), x);
-  r = V::fmadd(n, V::set1(2.12194440e-4f), r);
-  reg p = V::set1(1.9875691500e-4f);
-  p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
-  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
-  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
-  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
-  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
-  p = V::fmadd(p, V::mul(r, r), V::add(r, V::set1(1.0f)));
-  return V::mul(p, V::pow2(n));
-}
 
 // C[m, 0:nc] = scale[m] · Σ_k A[m, k] B[k, 0:nc] for m < MR; nc in ((NV - 1) W, NV W]. B rows
 // hold NV·W readable floats (the workspaces are padded), C is written only up to nc.
@@ -133,12 +112,12 @@ float softmax_numerator(float* s, int64_t n) {
   const reg neg_max = V::set1(-mx);
   reg sum = V::zero();
   for (int64_t c = 0; c < nfull; c += W) {
-    const reg p = exp_v<V>(V::add(V::loadu(s + c), neg_max));
+    const reg p = simd::exp_nonpositive<V>(V::add(V::loadu(s + c), neg_max));
     V::storeu(s + c, p);
     sum = V::add(sum, p);
   }
   if (tail > 0) {
-    V::store_partial(s + nfull, exp_v<V>(V::add(V::load_partial(s + nfull, tail), neg_max)), tail);
+    V::store_partial(s + nfull, simd::exp_nonpositive<V>(V::add(V::load_partial(s + nfull, tail), neg_max)), tail);
     sum = V::add(sum, V::load_partial(s + nfull, tail));  // padding lanes read 0
   }
   return V::reduce_add(sum);

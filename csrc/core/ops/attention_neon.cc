@@ -4,22 +4,11 @@
 // in attention_impl.h.
 #include "simd/neon.h"
 
-namespace mbk::ops::neon {
-namespace {
-struct V : simd::neon::VecF32 {
-  static reg round(reg x) { return vrndnq_f32(x); }
-  // 2^n for integral n in [-126, 127]: n + 127 in the exponent field.
-  static reg pow2(reg n) {
-    const int32x4_t e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
-    return vreinterpretq_f32_s32(vshlq_n_s32(e, 23));
-  }
-};
-}  // namespace
-}  // namespace mbk::ops::neon
-
 #include "ops/attention_impl.h"
 
 namespace mbk::ops::neon {
+
+using V = simd::neon::VecF32;
 
 void attention_f32(const AttentionArgs& a, const AttentionTasks& tasks, int64_t t0, int64_t t1,
                    const AttentionLayout& L, float* ws) {

@@ -4,24 +4,11 @@
 
 #include "simd/scalar.h"
 
-namespace mbk::ops::scalar {
-namespace {
-struct V : simd::scalar::VecF32 {
-  static reg round(reg x) { return __builtin_nearbyintf(x); }
-  // 2^n for integral n in [-126, 127]: n + 127 in the exponent field.
-  static reg pow2(reg n) {
-    const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-    float out;
-    __builtin_memcpy(&out, &bits, sizeof out);
-    return out;
-  }
-};
-}  // namespace
-}  // namespace mbk::ops::scalar
-
 #include "ops/attention_impl.h"
 
 namespace mbk::ops::scalar {
+
+using V = simd::scalar::VecF32;
 
 void attention_f32(const AttentionArgs& a, const AttentionTasks& tasks, int64_t t0, int64_t t1,
                    const AttentionLayout& L, float* ws) {

@@ -39,6 +39,11 @@ struct VecF32 {
   static reg add(reg a, reg b) { return vaddq_f32(a, b); }
   static reg mul(reg a, reg b) { return vmulq_f32(a, b); }
   static reg max(reg a, reg b) { return vmaxq_f32(a, b); }
+  static reg round(reg x) { return vrndnq_f32(x); }
+  // 2^n for integral n in [-126, 127]: n + 127 in the exponent field.
+  static reg pow2(reg n) {
+    return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23));
+  }
   // vfmaq_f32(c, a, b) = c + a * b, fused (fmla).
   static reg fmadd(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }
   static float reduce_add(reg v) { return vaddvq_f32(v); }

@@ -24,6 +24,14 @@ struct VecT {
   static reg add(reg a, reg b) { return a + b; }
   static reg mul(reg a, reg b) { return a * b; }
   static reg max(reg a, reg b) { return a > b ? a : b; }
+  static reg round(reg x) { return __builtin_nearbyintf(x); }  // to nearest, ties to even
+  // 2^n for integral n in [-126, 127]: n + 127 in the exponent field.
+  static reg pow2(reg n) {
+    const auto bits = static_cast<unsigned>(static_cast<int>(n) + 127) << 23;
+    float out;
+    __builtin_memcpy(&out, &bits, sizeof out);
+    return out;
+  }
   // a * b + c
   static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
   static T reduce_add(reg v) { return v; }
