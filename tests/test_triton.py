@@ -199,12 +199,14 @@ def test_ffn_stack_dropout_matches_reference_mask():
     check_triton(_ffn_stack_seeded, args, kwargs, "ffn_stack")
 
 
-def test_ffn_stack_wide_falls_back():
-    """Row tiles wider than MAX_WIDTH do not fit in registers: the reference runs, and says so."""
-    fn, args, kwargs = ffn_stack_case(b=1, s=2, width=264, inter=32, n=1)
-    with mbkernels.use_backend("triton"):
-        fn(*_to_device(args), **kwargs)
-    assert backend.last_ran["ffn_stack"] == "reference"
+def test_ffn_stack_wider_than_the_fused_kernel():
+    """Rows wider than the fused kernel's register tile (the teacher's 1024) run as GEMM + tiled
+    linear_norm, forward and backward on Triton, two FFNs, the last one's dropout mask as the reference's."""
+    from mbkernels.triton import ffn_stack as tffn
+    _, args, kwargs = ffn_stack_case(b=1, s=3, width=640, inter=96, n=2, act="gelu", norm="layernorm")
+    assert args[0].shape[-1] > tffn.MAX_WIDTH
+    kwargs.update(act="gelu", norm="layernorm", dropout_p=0.3, seed=torch.tensor(4242, dtype=torch.int64))
+    check_triton(_ffn_stack_seeded, args, kwargs, "ffn_stack")
 
 
 # ---------------------------------------------------------------- attention
@@ -298,6 +300,14 @@ def test_attention_allocates_no_scores_buffer_unless_asked(return_scores):
 def test_bottleneck_attention(mode, norm, s, return_scores):
     fn, args, kwargs = bottleneck_attention_case(b=2, s=s, hidden=64, intra=32, heads=2, mode=mode, norm=norm,
                                                  return_scores=return_scores)
+    check_triton(fn, args, kwargs, "bottleneck_attention")
+
+
+@pytest.mark.parametrize("mode,norm", [("full", "layernorm"), ("shared", "nonorm")])
+def test_bottleneck_attention_wide_heads_of_256(mode, norm):
+    """Projections wider than linear_norm's fused tile (the teacher's mode "full", heads of 256):
+    tiled GEMMs, the norms of the normed groups as a second pass, forward and every gradient."""
+    fn, args, kwargs = bottleneck_attention_case(b=1, s=3, hidden=32, intra=768, heads=3, mode=mode, norm=norm)
     check_triton(fn, args, kwargs, "bottleneck_attention")
 
 
@@ -651,9 +661,20 @@ def test_realistic_scale_activations():
     check_triton(fn, (*args[:5], r.requires_grad_()), kwargs, "linear_norm")
 
 
-def test_linear_norm_wide_output_falls_back():
-    """N > 512 does not fit one block row: the reference runs, and says so."""
-    fn, args, kwargs = linear_norm_case(b=1, s=2, k=16, n=520)
+@pytest.mark.parametrize("norm,dropout_p", [("nonorm", 0.0), ("layernorm", 0.3)])
+def test_linear_norm_wider_than_one_tile(norm, dropout_p):
+    """N > MAX_N: the GEMM tiled over columns (bias, dropout, residual), the norm a second pass."""
+    from mbkernels.triton import linear_norm as tlin
+    _, args, kwargs = linear_norm_case(b=1, s=3, k=48, n=600, norm=norm)
+    assert args[1].shape[0] > tlin.MAX_N and args[1].shape[0] % tlin.TILE_N != 0
+    kwargs.update(dropout_p=dropout_p, seed=torch.tensor(99, dtype=torch.int64))
+    check_triton(_linear_norm_dropout, args, kwargs, "linear_norm")
+
+
+def test_linear_norm_wider_than_the_norm_kernel_falls_back():
+    """N > the norm kernel's 8192: the reference runs, and says so."""
+    from mbkernels.triton import nonorm as tnorm
+    fn, args, kwargs = linear_norm_case(b=1, s=2, k=16, n=tnorm.MAX_N + 8)
     with mbkernels.use_backend("triton"):
         fn(*_to_device(args), **kwargs)
     assert backend.last_ran["linear_norm"] == "reference"
@@ -668,3 +689,40 @@ def test_norm_backward_is_deterministic():
     first = tnorm.norm_backward(dy, x, w, None, True, 1e-5)
     second = tnorm.norm_backward(dy, x, w, None, True, 1e-5)
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_teacher_layer_runs_on_triton():
+    """A one-layer IB-BERT-shaped teacher (mode "full", 768 inside, heads of 256, LayerNorm, GELU,
+    one FFN): every op of the layer runs its Triton kernels forward and backward, and the output and
+    every parameter gradient match the float64 reference (per-row error ≤ 1e-5, or 2× fp32's)."""
+    from helpers import padded_batch
+
+    from mbkernels import MobileBertConfig, MobileBertModel
+    from mbkernels.testing import rel_err
+    config = MobileBertConfig.ib_bert_large(num_hidden_layers=1, vocab_size=50, hidden_size=64, embedding_size=32,
+                                            intra_bottleneck_size=768, num_attention_heads=3, intermediate_size=96,
+                                            max_position_embeddings=16, hidden_dropout_prob=0.0,
+                                            attention_probs_dropout_prob=0.0)
+    assert config.attention_mode == "full" and config.attention_head_size == 256
+    torch.manual_seed(0)
+    model = MobileBertModel(config).train()
+    ids, types, mask = padded_batch(config, batch=1, seq=3)
+
+    def run(dtype, be, device):
+        m = MobileBertModel(config).to(device, dtype).train()
+        m.load_state_dict(model.state_dict())
+        with mbkernels.use_backend(be):
+            out = m(ids.to(device), token_type_ids=types.to(device), attention_mask=mask.to(device)).last_hidden_state
+            (out.double() ** 2).mean().backward()
+        return {"output": out.detach().cpu(), **{n: p.grad.cpu() for n, p in m.named_parameters()}}
+
+    got = run(torch.float32, "triton", DEVICE)
+    for op in ("bottleneck_attention", "ffn_stack", "linear_norm"):
+        assert backend.last_ran[op] == "triton" and backend.last_ran[op + "_backward"] == "triton", op
+    ref, f32 = run(torch.float64, "reference", "cpu"), run(torch.float32, "reference", "cpu")
+    assert got.keys() == ref.keys()
+    for name, g in got.items():
+        if name.endswith("key.bias"):  # zero by the softmax's shift invariance: only rounding is left
+            assert g.norm() <= 1e-5 * got[name.replace("key", "query")].norm(), name
+            continue
+        assert rel_err(g, ref[name]) <= max(1e-5, 2 * rel_err(f32[name], ref[name])), name

@@ -16,6 +16,10 @@ backward); then `linear_norm`'s Triton backward, the flash attention backward
 writing dq, dk, dv into the gradient buffers of the grouped GEMMs, the second GEMM's dX/dW, the norm
 backward of the normed groups, and the first GEMM's dX/dW: every GEMM is the shared Triton GEMM.
 Weights are concatenated per call (a few hundred KB; their gradients are split and copied back).
+
+Widths: MobileBERT's 128 fit `linear_norm`'s fused norm epilogue; the IB-BERT teacher's 1024 (four
+heads of 256, mode "full") run the same steps with the GEMMs tiled over columns and the norms as a
+second pass (`linear_norm.grouped_forward`), up to the norm kernel's 8192.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def supported(h, weights, num_heads: int, mode: str, norm: str) -> bool:
     if any(w is None or b is None or w.dtype != h.dtype for w, b, *_ in used):
         return False
     width = params["query"][0].shape[0]
-    return (h.dtype in tlin.DTYPES and all(w.shape[0] == width for w, *_ in used) and width <= tlin.MAX_N
+    return (h.dtype in tlin.DTYPES and all(w.shape[0] == width for w, *_ in used) and width <= tnorm.MAX_N
             and width % num_heads == 0 and width // num_heads in tattn.HEAD_SIZES)
 
 

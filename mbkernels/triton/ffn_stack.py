@@ -8,6 +8,11 @@ width] output. Bias, dropout (last FFN), residual and the norm run on that tile 
 starts; only the final rows are stored (and, for the backward, each FFN's input rows).
 Weights are read stacked ([F, inter, width] and [F, width, inter]).
 
+Wider rows (the IB-BERT teacher's one FFN of 1024 → 4096 → 1024) do not fit that register tile:
+up to the norm kernel's 8192 each FFN then is a Triton GEMM with bias and activation in its
+epilogue followed by `linear_norm` (second Linear, dropout, residual, norm; column tiles and a
+norm pass at that width), the intermediate stored once; the backward below is the same for both.
+
 Backward (recompute, nothing saved by the forward but the op's inputs): the fused forward again,
 storing each FFN's input x_i ([F, M, width]); then, FFN by FFN from the last, the intermediate
 `h = x_i W1ᵀ + b1` and `act(h)` of that one FFN (one Triton GEMM, both stored), `linear_norm`'s
@@ -37,7 +42,7 @@ from mbkernels.triton import nonorm as tnorm
 from mbkernels.triton.rounding import cast
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-MAX_WIDTH = 256  # the row tile lives in registers; wider FFN stacks (the teacher's 1024) fall back
+MAX_WIDTH = 256  # the fused kernel's row tile lives in registers; wider stacks compose GEMMs
 
 
 @triton.jit
@@ -83,7 +88,7 @@ def supported(x, intermediate_weights, act: str, norm: str) -> bool:
     if not intermediate_weights or x.dtype not in DTYPES or act not in ("relu", "gelu"):
         return False
     inter, width = intermediate_weights[0].shape
-    return (norm in ("nonorm", "layernorm") and 0 < x.shape[-1] == width <= MAX_WIDTH
+    return (norm in ("nonorm", "layernorm") and 0 < x.shape[-1] == width <= tnorm.MAX_N
             and all(w.dtype == x.dtype and w.shape == (inter, width) for w in intermediate_weights))
 
 
@@ -106,8 +111,28 @@ def _eps_tensor(eps: tuple[float, ...], device: torch.device) -> torch.Tensor:
     return torch.tensor(eps, dtype=torch.float32, device=device)
 
 
+def _composed(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed, inputs_only):
+    """(y, each FFN's input rows) for rows wider than MAX_WIDTH: per FFN, `act(x W1ᵀ + b1)` from
+    the shared GEMM, then `linear_norm` with x as the residual (the dropout of the last FFN is that
+    op's stream 0, the mask the fused kernel draws). `inputs_only` (the backward): y is None, the
+    last FFN is not run."""
+    width = x.shape[-1]
+    xi = tlin.rows_of(x, width)
+    xs = []
+    for i in range(len(w1)):
+        xs.append(xi)
+        if inputs_only and i == len(w1) - 1:
+            return None, xs
+        hidden = gemm.matmul(xi, w1[i].t(), bias=b1[i], act=act)
+        p = dropout_p if i == len(w1) - 1 else 0.0
+        xi = tlin.linear_norm_forward(hidden, w2[i], b2[i], nw[i], nb[i], xi, norm, eps[i], p, seed)
+    return xi.view(x.shape), xs
+
+
 def _run(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed, store_inputs):
     width = x.shape[-1]
+    if width > MAX_WIDTH:
+        return _composed(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed, store_inputs)
     inter = w1[0].shape[0]
     x2 = x.reshape(-1, width).contiguous()
     m, f = x2.shape[0], len(w1)

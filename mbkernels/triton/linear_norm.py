@@ -7,6 +7,11 @@ projections of the same input side by side (`grouped_forward`: weight [G·N, K],
 the norm on the first `norm_groups` of them): bottleneck_attention's one GEMM over the 512-wide
 input for both bottlenecks and V.
 
+Wider rows (the IB-BERT teacher's 1024, up to the norm kernel's 8192) do not fit one tile: the
+second grid axis then also runs over column tiles of BLOCK_N (group × tile), the kernel stops at
+the pre-norm row (bias, dropout, residual), and `nonorm.norm_forward` normalizes the normed groups
+in a second pass — one extra read and write of the row, for widths MobileBERT never uses.
+
 Backward: the forward kernel with the norm off recomputes the pre-norm row `z`; `nonorm._norm_bwd`
 gives dz, dgamma, dbeta (deterministic partial sums) and applies the dropout mask to dz in the same
 pass; then two Triton GEMMs (`gemm.py`): dX = dY W (optionally times an activation's derivative,
@@ -27,17 +32,18 @@ from mbkernels.triton import nonorm as tnorm
 from mbkernels.triton.rounding import cast
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-MAX_N = 512
+MAX_N = 512  # widest row the fused norm epilogue keeps in one tile; wider rows take two passes
+TILE_N = 128  # the column tile of those wider rows
 NORMS = {"none": 0, "nonorm": 1, "layernorm": 2}
 
 
 @triton.jit
 def _linear_norm_fwd(X, W, BIAS, R, NW, NB, Y, M, N, K, sxm, srm, sym, norm_groups, eps, key, threshold, scale,
-                     HAS_BIAS: tl.constexpr, HAS_R: tl.constexpr, NORM: tl.constexpr, DROPOUT: tl.constexpr,
+                     col_tiles, HAS_BIAS: tl.constexpr, HAS_R: tl.constexpr, NORM: tl.constexpr, DROPOUT: tl.constexpr,
                      FP32_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    g = tl.program_id(1)
+    g = tl.program_id(1) // col_tiles  # NORM needs the whole row: col_tiles == 1 there
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
+    cols = (tl.program_id(1) % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
     rmask = rows < M
     cmask = cols < N
     rows64 = rows.to(tl.int64)
@@ -65,10 +71,12 @@ def _linear_norm_fwd(X, W, BIAS, R, NW, NB, Y, M, N, K, sxm, srm, sym, norm_grou
 
 def supported(x, weight, norm: str) -> bool:
     return (x.dtype in DTYPES and weight.dtype == x.dtype and norm in ("nonorm", "layernorm")
-            and 0 < weight.shape[0] <= MAX_N and x.shape[-1] == weight.shape[1] and x.shape[-1] > 0)
+            and 0 < weight.shape[0] <= tnorm.MAX_N and x.shape[-1] == weight.shape[1] and x.shape[-1] > 0)
 
 
 def _blocks(n: int) -> tuple[int, int, int]:
+    if n > MAX_N:
+        return 64, TILE_N, 32
     block_n = max(16, triton.next_power_of_2(n))
     block_m = {16: 64, 32: 64, 64: 64, 128: 64, 256: 32}.get(block_n, 16)
     return block_m, block_n, 32
@@ -94,6 +102,15 @@ def grouped_forward(x2, weight, bias, norm_weight, norm_bias, norm: str, norm_gr
     m, k = x2.shape
     n = weight.shape[0] // groups
     norm = norm if norm_groups else "none"
+    if n > MAX_N and norm != "none":  # the pre-norm rows by column tiles, then the norm kernel
+        y = grouped_forward(x2, weight, bias, None, None, "none", 0, 0.0, groups, residual2, dropout_p, seed, stream)
+        if groups == 1:
+            return tnorm.norm_forward(y, norm_weight, norm_bias, None, norm == "layernorm", eps)
+        for j in range(norm_groups):
+            seg = y[:, j * n:(j + 1) * n]
+            part = slice(j * n, (j + 1) * n)
+            seg.copy_(tnorm.norm_forward(seg, norm_weight[part], norm_bias[part], None, norm == "layernorm", eps))
+        return y
     y = torch.empty((m, groups * n), dtype=x2.dtype, device=x2.device)
     drop = dropout_p > 0
     assert groups == 1 or (residual2 is None and not drop)
@@ -101,10 +118,11 @@ def grouped_forward(x2, weight, bias, norm_weight, norm_bias, norm: str, norm_gr
     block_m, block_n, block_k = _blocks(n)
     r2 = residual2 if residual2 is not None else y
     if m:
-        _linear_norm_fwd[(triton.cdiv(m, block_m), groups)](
+        col_tiles = triton.cdiv(n, block_n)
+        _linear_norm_fwd[(triton.cdiv(m, block_m), groups * col_tiles)](
             x2, weight.contiguous(), bias.contiguous() if bias is not None else y, r2,
             norm_weight.contiguous() if norm != "none" else y, norm_bias.contiguous() if norm != "none" else y,
-            y, m, n, k, x2.stride(0), r2.stride(0), y.stride(0), norm_groups, eps, key, threshold, scale,
+            y, m, n, k, x2.stride(0), r2.stride(0), y.stride(0), norm_groups, eps, key, threshold, scale, col_tiles,
             HAS_BIAS=bias is not None, HAS_R=residual2 is not None, NORM=NORMS[norm], DROPOUT=drop,
             FP32_DOT=x2.dtype == torch.float32 or interpreting(),
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps(block_m, block_n))
