@@ -9,7 +9,7 @@ projections that read it, per-segment norms, the torch-free attention core with 
 unless scores are asked for, the output projection with residual and norm fused); other dtypes,
 dropout and the backward run the reference inside the custom op. On CUDA, or under
 `use_backend("triton")`, both directions run
-`mbkernels/triton/bottleneck_attention.py` (widths up to 512, head sizes 16–256).
+`mbkernels/triton/bottleneck_attention.py` (widths up to 8192, head sizes 16–256).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ FFNs with the intermediate in cache; weights packed once and cached) and its bac
 intermediates one FFN at a time and never stored; norm and activation backward with the bias
 column sums fused in C++; the gradient GEMMs on ATen); other dtypes and dropout run the reference
 inside the custom op. On CUDA, or under `use_backend("triton")`, both
-directions run `mbkernels/triton/ffn_stack.py` (widths up to 256; the backward recomputes).
+directions run `mbkernels/triton/ffn_stack.py` (widths up to 8192, fused up to 256; the backward recomputes).
 """
 
 from __future__ import annotations
