@@ -247,7 +247,6 @@ class MobileBertEncoder(nn.Module):
         return (hidden_states, tuple(all_hidden) if all_hidden is not None else None,
                 tuple(all_scores) if all_scores is not None else None)
 
-
     def _one_op(self, hidden_states, per_layer_outputs: bool) -> bool:
         """Whether inference runs all layers as one `ops.encoder` call (one C++ call on CPU instead of
         3 op dispatches per layer): fp32 on CPU, fused backend, nothing needing gradients, per-layer
