@@ -130,7 +130,10 @@ def test_gradient_accumulation_matches_one_batch(tmp_path, bbc_corpus, vocab_dir
                            pad_to_multiple_of=32), student=student_config())
         t.fit()
         params.append(params_of(t.model))
-    assert max_rel_diff(params[1], params[0]) <= 1e-5
+    # Equal up to fp32 rounding: the gradient GEMMs sum 4 + 4 rows instead of 8 (measured 1.1e-5
+    # after the run's steps with the C++ backward); losing or double-counting a micro-batch moves
+    # the parameters by orders of magnitude more.
+    assert max_rel_diff(params[1], params[0]) <= 5e-5
 
 
 def test_bf16_autocast(tmp_path, bbc_corpus, vocab_dir, tiny_teacher):
