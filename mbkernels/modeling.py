@@ -361,8 +361,10 @@ def _check_ids(name: str, ids: torch.Tensor | None, shape, high: int, device) ->
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(ids.shape)}")
     if ids.device != device:
         raise ValueError(f"{name}: expected a tensor on {device} (the model's device), got {ids.device}")
-    if ids.numel() and not torch.compiler.is_compiling() and (int(ids.min()) < 0 or int(ids.max()) >= high):
-        raise ValueError(f"{name}: expected values in [0, {high}), got min {int(ids.min())}, max {int(ids.max())}")
+    if ids.numel() and not torch.compiler.is_compiling():
+        lo, hi = (int(v) for v in torch.aminmax(ids))  # one pass, one sync
+        if lo < 0 or hi >= high:
+            raise ValueError(f"{name}: expected values in [0, {high}), got min {lo}, max {hi}")
 
 
 class MobileBertModel(MobileBertPreTrainedModel):
