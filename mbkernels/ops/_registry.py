@@ -61,11 +61,10 @@ def _device_and_fp16(args) -> tuple[torch.device, bool]:
     """The first tensor argument's device, and whether any tensor argument is float16 (one pass:
     this runs on every op call)."""
     device, fp16 = None, False
-    for a in args:
-        for t in (a if isinstance(a, (list, tuple)) else (a,)):
-            if isinstance(t, torch.Tensor):
-                device = device or t.device
-                fp16 = fp16 or t.dtype == torch.float16
+    for t in _tensors(args):
+        if t is not None:
+            device = device or t.device
+            fp16 = fp16 or t.dtype == torch.float16
     if device is None:
         raise ValueError("op called without any tensor argument")
     return device, fp16
