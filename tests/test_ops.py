@@ -161,32 +161,60 @@ def test_no_scores_buffer_unless_asked():
     assert scores.numel() == 0
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_opcheck(name):
+def _op_args(name):
+    """The custom op's exact positional arguments, recovered by calling through the public function
+    (in training it calls `<name>_train` where the op has one: same arguments)."""
     fn, args, kwargs = CASES[name](s=5)
-    op = OPS[name]
     captured = {}
+    targets = [n for n in (name, name + "_train") if hasattr(torch.ops.mbkernels, n)]
+    real = {n: torch.ops.mbkernels.__getattr__(n) for n in targets}
 
-    def spy(*a):
-        captured["args"] = a
-        return real(*a)
+    def spy(n):
+        def call(*a):
+            captured["args"] = a
+            return real[n](*a)
+        return call
 
-    # Recover the custom op's exact positional arguments by calling through the public function.
-    real = torch.ops.mbkernels.__getattr__(name)
-    torch.ops.mbkernels.__dict__[name] = spy
+    for n in targets:
+        torch.ops.mbkernels.__dict__[n] = spy(n)
     try:
         fn(*args, **kwargs)
     finally:
-        del torch.ops.mbkernels.__dict__[name]
-    op_args = captured["args"]
+        for n in targets:
+            del torch.ops.mbkernels.__dict__[n]
+    return captured["args"]
+
+
+def _detached(op_args):
+    return tuple([x.detach() if isinstance(x, torch.Tensor) else x for x in a] if isinstance(a, list)
+                 else a.detach() if isinstance(a, torch.Tensor) else a for a in op_args)
+
+
+def _needs(op_args):
+    return [t is not None and t.is_floating_point() for t in _flat(op_args) if isinstance(t, torch.Tensor) or t is None]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_opcheck(name):
+    op = OPS[name]
+    op_args = _op_args(name)
     torch.library.opcheck(op.op, op_args)
     outs = op.op(*op_args)
     outs = outs if isinstance(outs, tuple) else (outs,)
     grads = [torch.randn_like(o) if o.numel() else o.new_empty(0) for o in outs]
-    needs = [t is not None and t.is_floating_point() for t in _flat(op_args) if isinstance(t, torch.Tensor) or t is None]
-    detached = tuple([x.detach() if isinstance(x, torch.Tensor) else x for x in a] if isinstance(a, list)
-                     else a.detach() if isinstance(a, torch.Tensor) else a for a in op_args)
-    torch.library.opcheck(op.backward_op, (grads, needs, *detached))
+    torch.library.opcheck(op.backward_op, (grads, _needs(op_args), *_detached(op_args)))
+
+
+@pytest.mark.skipif(backend._C is None, reason="the saving training forward is a C++ kernel")
+def test_opcheck_saving():
+    """ffn_stack's training forward (keeps its intermediates) and its backward."""
+    op_args = _op_args("ffn_stack")
+    op = torch.ops.mbkernels.ffn_stack_train
+    torch.library.opcheck(op, op_args)
+    out, saved = op(*op_args)
+    assert len(saved) == 3 and backend.last_ran["ffn_stack_train"] == f"cpu:{backend.active_isa()}"
+    torch.library.opcheck(torch.ops.mbkernels.ffn_stack_train_backward,
+                          ([torch.randn_like(out)], _needs(op_args), saved, *_detached(op_args)))
 
 
 # Tiny widths: gradcheck differentiates numerically through every input element.

@@ -112,14 +112,16 @@ std::vector<at::Tensor> linear_norm_backward(const at::Tensor& grad, const at::T
 }
 
 // Gradients of ffn_stack: (x, W1[0..n), b1[..], W2[..], b2[..], norm_weights[..], norm_biases[..]).
-// The forward is recomputed first (the forward op stores nothing), keeping each FFN's input x_i and
-// pre-norm t_i ([rows, width] each) and, for ReLU, its activations.
+// `saved` is what ffn_stack_forward_train kept ([inputs of FFNs 1.., activations, pre-norm sums]),
+// or empty: then the forward is recomputed first, keeping each FFN's input x_i and pre-norm t_i
+// ([rows, width] each) and, for ReLU, its activations.
 std::vector<at::Tensor> ffn_stack_backward(const at::Tensor& grad, const at::Tensor& x,
                                            at::TensorList w1, at::TensorList b1,
                                            at::TensorList w2, at::TensorList b2,
                                            at::TensorList nw, at::TensorList nb,
                                            c10::string_view act, c10::string_view norm,
-                                           at::ArrayRef<double> eps, const c10::List<bool>& needs) {
+                                           at::ArrayRef<double> eps, const c10::List<bool>& needs,
+                                           at::TensorList saved) {
   constexpr const char* op = "ffn_stack_backward";
   const FfnStackWeights f = check_ffn_stack(op, x, w1, b1, w2, b2, nw, nb, act, norm, eps);
   check_grad(grad, x.sizes(), op);
@@ -127,28 +129,52 @@ std::vector<at::Tensor> ffn_stack_backward(const at::Tensor& grad, const at::Ten
   check_needs(needs, static_cast<size_t>(1 + 6 * n), op);
   const int threads = at::get_num_threads();
   const auto opts = x.options();
-  // Forward: xs[i] is FFN i's input, ts[i] its pre-norm output act(x W1ᵀ + b1) W2ᵀ + b2 + x.
-  const at::Tensor xs = at::empty({n, rows, width}, opts), ts = at::empty({n, rows, width}, opts);
-  xs[0].copy_(x.reshape({rows, width}));
-  // ReLU: the recomputed activations act(x W1ᵀ + b1) are kept for the reverse pass (relu'(u) is
-  // h > 0), sparing its n GEMMs for n [rows, inter] buffers that live only during this call; GELU
-  // needs u itself and recomputes it there.
+  // xs[i] is FFN i's input, ts[i] its pre-norm output act(x W1ᵀ + b1) W2ᵀ + b2 + x, hs[i] (ReLU)
+  // its activations act(x W1ᵀ + b1): relu'(u) is h > 0, sparing the reverse pass n GEMMs.
+  std::vector<at::Tensor> xs(n), ts(n), hs(n);
+  xs[0] = x.reshape({rows, width});
   bool keep_h = f.act == gemm::Act::relu;
   for (int64_t i = 0; i < n; ++i) keep_h = keep_h && w1[i].size(0) == f.max_inter;
-  const at::Tensor hs = at::empty({keep_h ? n : 1, rows, f.max_inter}, opts);
-  for (int64_t i = 0; i < n && rows > 0 && width > 0; ++i) {
-    at::Tensor hi = hs[keep_h ? i : 0].narrow(1, 0, w1[i].size(0));
-    at::Tensor xi = xs[i], ti = ts[i];
-    linear(xi, width, *f.intermediate[i], hi, nullptr, 0, f.act);
-    linear(hi, f.max_inter, *f.output[i], ti, xi.const_data_ptr<float>(), width);
-    if (i + 1 == n) break;
-    if (f.norm == gemm::Norm::nonorm)
-      mbk::ops::nonorm_forward(ti.const_data_ptr<float>(), nullptr,
-                               f.norm_weight[i].const_data_ptr<float>(),
-                               f.norm_bias[i].const_data_ptr<float>(),
-                               xs[i + 1].mutable_data_ptr<float>(), rows, width, threads);
-    else
-      xs[i + 1].copy_(at::layer_norm(ti, {width}, f.norm_weight[i], f.norm_bias[i], eps[i]));
+  if (!saved.empty()) {
+    const std::pair<std::vector<int64_t>, const char*> shapes[] = {
+        {{n - 1, rows, width}, "inputs"}, {{n, rows, f.max_inter}, "activations"},
+        {{n, rows, width}, "pre-norm sums"}};
+    TORCH_CHECK(saved.size() == 3 && keep_h, "mbkernels_cpu::", op,
+                ": saved must be empty or ffn_stack_forward_train's 3 tensors (ReLU, one "
+                "intermediate width), got ", saved.size());
+    for (size_t j = 0; j < 3; ++j) {
+      check_f32(saved[j], op, "saved");
+      TORCH_CHECK(saved[j].sizes() == at::IntArrayRef(shapes[j].first) && saved[j].is_contiguous(),
+                  "mbkernels_cpu::", op, ": saved ", shapes[j].second, " must be contiguous ",
+                  at::IntArrayRef(shapes[j].first), ", got ", saved[j].sizes());
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      if (i > 0) xs[i] = saved[0][i - 1];
+      hs[i] = saved[1][i];
+      ts[i] = saved[2][i];
+    }
+  } else {
+    const at::Tensor xbuf = at::empty({n, rows, width}, opts),
+                     tbuf = at::empty({n, rows, width}, opts),
+                     hbuf = at::empty({keep_h ? n : 1, rows, f.max_inter}, opts);
+    xs[0] = xbuf[0].copy_(xs[0]);
+    for (int64_t i = 0; i < n; ++i) {
+      if (i > 0) xs[i] = xbuf[i];
+      ts[i] = tbuf[i];
+      hs[i] = hbuf[keep_h ? i : 0].narrow(1, 0, w1[i].size(0));
+    }
+    for (int64_t i = 0; i < n && rows > 0 && width > 0; ++i) {
+      linear(xs[i], width, *f.intermediate[i], hs[i], nullptr, 0, f.act);
+      linear(hs[i], f.max_inter, *f.output[i], ts[i], xs[i].const_data_ptr<float>(), width);
+      if (i + 1 == n) break;
+      if (f.norm == gemm::Norm::nonorm)
+        mbk::ops::nonorm_forward(ts[i].const_data_ptr<float>(), nullptr,
+                                 f.norm_weight[i].const_data_ptr<float>(),
+                                 f.norm_bias[i].const_data_ptr<float>(),
+                                 xs[i + 1].mutable_data_ptr<float>(), rows, width, threads);
+      else
+        xs[i + 1].copy_(at::layer_norm(ts[i], {width}, f.norm_weight[i], f.norm_bias[i], eps[i]));
+    }
   }
   // Reverse: per FFN, the norm's backward, then the recomputed intermediate u = x W1ᵀ + b1, the
   // activation's backward (which turns u into act(u) for W2's gradient) and the gradient GEMMs.
@@ -198,7 +224,7 @@ TORCH_LIBRARY_FRAGMENT(mbkernels_cpu, m) {
       "ffn_stack_backward(Tensor grad, Tensor x, Tensor[] intermediate_weights, "
       "Tensor[] intermediate_biases, Tensor[] output_weights, Tensor[] output_biases, "
       "Tensor[] norm_weights, Tensor[] norm_biases, str act, str norm, float[] eps, "
-      "bool[] needs) -> Tensor[]");
+      "bool[] needs, Tensor[] saved) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(mbkernels_cpu, CPU, m) {

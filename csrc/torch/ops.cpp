@@ -193,13 +193,11 @@ at::Tensor linear_norm_forward(const at::Tensor& x, const at::Tensor& weight,
   return y;
 }
 
-// For each FFN i: x = N_i(act(x W1ᵢᵀ + b1ᵢ) W2ᵢᵀ + b2ᵢ + x) (ffn_stack without dropout).
-at::Tensor ffn_stack_forward(const at::Tensor& x, at::TensorList w1, at::TensorList b1,
-                             at::TensorList w2, at::TensorList b2, at::TensorList nw,
-                             at::TensorList nb, c10::string_view act, c10::string_view norm,
-                             at::ArrayRef<double> eps) {
-  const FfnStackWeights f =
-      check_ffn_stack("ffn_stack_forward", x, w1, b1, w2, b2, nw, nb, act, norm, eps);
+// For each FFN i: x = N_i(act(x W1ᵢᵀ + b1ᵢ) W2ᵢᵀ + b2ᵢ + x) (ffn_stack without dropout). With
+// `saved` (the training forward) the intermediates are kept in it: [inputs of FFNs 1.., their
+// activations, their pre-norm sums] (ops/ffn_stack.h FfnSaved), for ffn_stack_backward.
+at::Tensor run_ffn_stack(const at::Tensor& x, const FfnStackWeights& f, at::ArrayRef<double> eps,
+                         std::vector<at::Tensor>* saved) {
   std::vector<mbk::ops::FfnWeights> ffns;
   for (int64_t i = 0; i < f.count; ++i)
     ffns.push_back({f.intermediate[i].get(), f.output[i].get(),
@@ -207,12 +205,52 @@ at::Tensor ffn_stack_forward(const at::Tensor& x, at::TensorList w1, at::TensorL
                     f.norm_bias[i].const_data_ptr<float>(), static_cast<float>(eps[i])});
   const int64_t rows = leading_rows(x);
   at::Tensor y = at::empty(x.sizes(), x.options());
+  mbk::ops::FfnSaved keep{};
+  if (saved != nullptr) {
+    *saved = {at::empty({f.count - 1, rows, f.width}, x.options()),
+              at::empty({f.count, rows, f.max_inter}, x.options()),
+              at::empty({f.count, rows, f.width}, x.options())};
+    keep = {(*saved)[0].mutable_data_ptr<float>(), (*saved)[1].mutable_data_ptr<float>(),
+            (*saved)[2].mutable_data_ptr<float>()};
+  }
   if (rows == 0 || f.width == 0) return y;
   const auto [xv, ldx] = as_rows(x, rows, f.width);
   mbk::ops::ffn_stack_forward(xv.const_data_ptr<float>(), ldx, rows, ffns.data(),
                               static_cast<int>(f.count), f.act, f.norm,
-                              y.mutable_data_ptr<float>(), f.width, at::get_num_threads());
+                              y.mutable_data_ptr<float>(), f.width, at::get_num_threads(),
+                              saved != nullptr ? &keep : nullptr);
   return y;
+}
+
+at::Tensor ffn_stack_forward(const at::Tensor& x, at::TensorList w1, at::TensorList b1,
+                             at::TensorList w2, at::TensorList b2, at::TensorList nw,
+                             at::TensorList nb, c10::string_view act, c10::string_view norm,
+                             at::ArrayRef<double> eps) {
+  return run_ffn_stack(
+      x, check_ffn_stack("ffn_stack_forward", x, w1, b1, w2, b2, nw, nb, act, norm, eps), eps,
+      nullptr);
+}
+
+// The training forward: the output and the intermediates ffn_stack_backward takes as `saved`
+// instead of recomputing the forward's GEMMs. ReLU with one intermediate width only (else the
+// backward recomputes: call ffn_stack_forward).
+std::vector<at::Tensor> ffn_stack_forward_train(const at::Tensor& x, at::TensorList w1,
+                                                at::TensorList b1, at::TensorList w2,
+                                                at::TensorList b2, at::TensorList nw,
+                                                at::TensorList nb, c10::string_view act,
+                                                c10::string_view norm, at::ArrayRef<double> eps) {
+  constexpr const char* op = "ffn_stack_forward_train";
+  const FfnStackWeights f = check_ffn_stack(op, x, w1, b1, w2, b2, nw, nb, act, norm, eps);
+  TORCH_CHECK(f.act == gemm::Act::relu, "mbkernels_cpu::", op, ": act must be 'relu', got '",
+              std::string(act), "'");
+  for (int64_t i = 0; i < f.count; ++i)
+    TORCH_CHECK(w1[i].size(0) == f.max_inter, "mbkernels_cpu::", op,
+                ": every FFN must have the same intermediate width, got ", w1[i].size(0),
+                " for FFN ", i, " and ", f.max_inter, " for another");
+  std::vector<at::Tensor> saved;
+  at::Tensor y = run_ffn_stack(x, f, eps, &saved);
+  saved.insert(saved.begin(), std::move(y));
+  return saved;
 }
 
 }  // namespace
@@ -236,6 +274,10 @@ TORCH_LIBRARY(mbkernels_cpu, m) {
       "ffn_stack_forward(Tensor x, Tensor[] intermediate_weights, Tensor[] intermediate_biases, "
       "Tensor[] output_weights, Tensor[] output_biases, Tensor[] norm_weights, "
       "Tensor[] norm_biases, str act, str norm, float[] eps) -> Tensor");
+  m.def(
+      "ffn_stack_forward_train(Tensor x, Tensor[] intermediate_weights, "
+      "Tensor[] intermediate_biases, Tensor[] output_weights, Tensor[] output_biases, "
+      "Tensor[] norm_weights, Tensor[] norm_biases, str act, str norm, float[] eps) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(mbkernels_cpu, CPU, m) {
@@ -245,4 +287,5 @@ TORCH_LIBRARY_IMPL(mbkernels_cpu, CPU, m) {
   m.impl("layernorm_backward", &mbk::torch_cpu::layernorm_backward);
   m.impl("linear_norm_forward", &mbk::torch_cpu::linear_norm_forward);
   m.impl("ffn_stack_forward", &mbk::torch_cpu::ffn_stack_forward);
+  m.impl("ffn_stack_forward_train", &mbk::torch_cpu::ffn_stack_forward_train);
 }

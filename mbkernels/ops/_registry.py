@@ -44,6 +44,8 @@ class OpDef:
     triton_backward: Kernel | None = None
     op: Any = field(init=False, default=None)
     backward_op: Any = field(init=False, default=None)
+    train_op: Any = field(init=False, default=None)           # define_saving's, where there is one
+    train_backward_op: Any = field(init=False, default=None)
 
 
 def _tensors(args) -> list[torch.Tensor | None]:
@@ -208,44 +210,120 @@ def define(opdef: OpDef) -> OpDef:
         schema=f"(Tensor[] grads, bool[] needs_grad, {opdef.args}) -> Tensor[]")
     opdef.backward_op.register_fake(_grads_fake)
 
-    def setup_context(ctx, inputs, output):
-        ctx.structure = [("list", len(a)) if isinstance(a, (list, tuple)) and
-                         (len(a) == 0 or isinstance(a[0], torch.Tensor))
-                         else ("tensor", 1) if isinstance(a, torch.Tensor) or a is None
-                         else ("value", a) for a in inputs]
-        ctx.save_for_backward(*_tensors(inputs))
-        ctx.site = checks.current_site()  # the layer, for a check failing in the backward
-
     def backward(ctx, *grads):
-        saved = iter(ctx.saved_tensors)
-        args, needs = [], []
-        for (kind, v), need in zip(ctx.structure, ctx.needs_input_grad):
-            if kind == "list":
-                items = [next(saved) for _ in range(v)]
-                args.append(items)
-                needs.extend(need if isinstance(need, (list, tuple)) else [bool(need)] * v)
-            elif kind == "tensor":
-                args.append(next(saved))
-                needs.append(bool(need))
-            else:
-                args.append(v)
-        ref = next(t for t in _tensors(args) if t is not None)
-        grads = [g if g is not None else ref.new_empty(0, dtype=torch.float32) for g in grads]
+        args, needs = _saved_args(ctx, iter(ctx.saved_tensors))
+        grads = _grads_or_empty(grads, args)
         with checks.site(ctx.site):
-            flat = iter(opdef.backward_op(grads, needs, *args))
-        result = []
-        for kind, v in ctx.structure:
-            if kind == "list":
-                result.append([_none_if_empty(next(flat)) for _ in range(v)])
-            elif kind == "tensor":
-                result.append(_none_if_empty(next(flat)))
-            else:
-                result.append(None)
-        return tuple(result)
+            return _unflatten(ctx.structure, opdef.backward_op(grads, needs, *args))
 
-    opdef.op.register_autograd(backward, setup_context=setup_context)
+    opdef.op.register_autograd(backward, setup_context=_setup_context)
     OPS[name] = opdef
     return opdef
+
+
+def _setup_context(ctx, inputs, output, saved=()):
+    """Keep the forward's arguments (tensors saved, the rest by value) and `saved`, its kept
+    intermediates, for the backward."""
+    ctx.structure = [("list", len(a)) if isinstance(a, (list, tuple)) and
+                     (len(a) == 0 or isinstance(a[0], torch.Tensor))
+                     else ("tensor", 1) if isinstance(a, torch.Tensor) or a is None
+                     else ("value", a) for a in inputs]
+    ctx.num_saved = len(saved)
+    ctx.save_for_backward(*_tensors(inputs), *saved)
+    ctx.site = checks.current_site()  # the layer, for a check failing in the backward
+
+
+def _saved_args(ctx, saved) -> tuple[list, list[bool]]:
+    """The forward's arguments rebuilt from the context, and one needs-grad flag per tensor."""
+    args, needs = [], []
+    for (kind, v), need in zip(ctx.structure, ctx.needs_input_grad):
+        if kind == "list":
+            args.append([next(saved) for _ in range(v)])
+            needs.extend(need if isinstance(need, (list, tuple)) else [bool(need)] * v)
+        elif kind == "tensor":
+            args.append(next(saved))
+            needs.append(bool(need))
+        else:
+            args.append(v)
+    return args, needs
+
+
+def _grads_or_empty(grads, args) -> list[torch.Tensor]:
+    ref = next(t for t in _tensors(args) if t is not None)
+    return [g if g is not None else ref.new_empty(0, dtype=torch.float32) for g in grads]
+
+
+def _unflatten(structure, flat: list[torch.Tensor]) -> tuple:
+    """One gradient per forward argument (a list for a Tensor[] one, None for no gradient)."""
+    flat = iter(flat)
+    result = []
+    for kind, v in structure:
+        if kind == "list":
+            result.append([_none_if_empty(next(flat)) for _ in range(v)])
+        elif kind == "tensor":
+            result.append(_none_if_empty(next(flat)))
+        else:
+            result.append(None)
+    return tuple(result)
+
+
+def define_saving(opdef: OpDef, forward: Kernel, saved_fake: Callable, backward: Kernel) -> Any:
+    """The training forward of a defined op, for a kernel that keeps intermediates so its backward
+    does not recompute the forward (the frozen op saves only its inputs).
+
+    Registers `mbkernels::<name>_train(<args>) -> (<outputs>, Tensor[] saved)` and
+    `mbkernels::<name>_train_backward(Tensor[] grads, bool[] needs_grad, Tensor[] saved, <args>)
+    -> Tensor[]` (the gradients as `<name>_backward` gives them). `forward(*args)` returns the
+    outputs and the saved list, `saved_fake(*args)` that list's shapes, `backward(grads,
+    needs_grad, saved, *args)` the gradients. The caller decides (before calling) that the kernel
+    runs these inputs: there is no reference fallback, a saved list is not the reference's.
+    """
+    signature = _arguments.Signature(opdef.args)
+    name, outputs = opdef.name + "_train", opdef.returns.strip("()")
+
+    def forward_impl(*args):
+        _arguments.check(opdef.name, signature, args)
+        *out, saved = forward(*args)
+        # Under both names: the op's forward ran on this kernel, and it was the saving one.
+        backend.last_ran[opdef.name] = backend.last_ran[name] = f"cpu:{backend._C.get_isa()}"
+        checks.observe(name, out[0] if len(out) == 1 else tuple(out))
+        return (*out, saved)
+
+    def fake(*args):
+        _arguments.check_devices_and_dtypes(opdef.name, signature, args)
+        out = opdef.fake(*args)
+        return (*(out if isinstance(out, tuple) else (out,)), saved_fake(*args))
+
+    def backward_impl(grads, needs_grad, saved, *args):
+        out = backward(grads, needs_grad, saved, *args)
+        backend.last_ran[opdef.name + "_backward"] = backend.last_ran[name + "_backward"] = \
+            f"cpu:{backend._C.get_isa()}"
+        checks.observe(name + "_backward", out)
+        return out
+
+    op = torch.library.custom_op(f"mbkernels::{name}", forward_impl, mutates_args=(),
+                                 schema=f"({opdef.args}) -> ({outputs}, Tensor[])")
+    op.register_fake(fake)
+    backward_op = torch.library.custom_op(
+        f"mbkernels::{name}_backward", backward_impl, mutates_args=(),
+        schema=f"(Tensor[] grads, bool[] needs_grad, Tensor[] saved, {opdef.args}) -> Tensor[]")
+    backward_op.register_fake(lambda grads, needs_grad, saved, *args: _grads_fake(grads, needs_grad, *args))
+
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, inputs, output, saved=output[-1])
+        ctx.mark_non_differentiable(*output[-1])
+
+    def autograd_backward(ctx, *grads):
+        tensors = list(ctx.saved_tensors)
+        saved = tensors[len(tensors) - ctx.num_saved:]
+        args, needs = _saved_args(ctx, iter(tensors))
+        grads = _grads_or_empty(grads[:-1], args)  # the saved list has no gradient
+        with checks.site(ctx.site):
+            return _unflatten(ctx.structure, backward_op(grads, needs, saved, *args))
+
+    op.register_autograd(autograd_backward, setup_context=setup_context)
+    opdef.train_op, opdef.train_backward_op = op, backward_op
+    return op
 
 
 def _none_if_empty(g: torch.Tensor) -> torch.Tensor | None:

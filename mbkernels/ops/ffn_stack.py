@@ -3,11 +3,13 @@
 ones, 1e-5 for the last), dropout on the last FFN's output. On CPU the fp32 forward without
 dropout runs `mbkernels_cpu::ffn_stack_forward` (each thread pushes its row tiles through all the
 FFNs with the intermediate in cache; weights packed once and cached) and its backward
-`mbkernels_cpu::ffn_stack_backward` (the forward recomputed on the packed GEMM, the [tokens, inter]
-intermediates one FFN at a time and never stored; norm and activation backward with the bias
-column sums fused in C++; the gradient GEMMs on ATen); other dtypes and dropout run the reference
-inside the custom op. On CUDA, or under `use_backend("triton")`, both
-directions run `mbkernels/triton/ffn_stack.py` (widths up to 8192, fused up to 256; the backward recomputes).
+`mbkernels_cpu::ffn_stack_backward` (the forward recomputed on the packed GEMM; norm and
+activation backward with the bias column sums fused in C++; the gradient GEMMs on ATen).
+In training (ReLU, one intermediate width) `ffn_stack` calls `mbkernels::ffn_stack_train`
+instead: the same forward keeping each FFN's input, activations and pre-norm sum (what autograd
+would keep), so the backward runs no forward GEMM again. Other dtypes and dropout run the
+reference inside the custom op. On CUDA, or under `use_backend("triton")`, both directions run
+`mbkernels/triton/ffn_stack.py` (widths up to 8192, fused up to 256; the backward recomputes).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, _tensors, define, no_grad_placeholder
+from mbkernels.ops._registry import OpDef, _tensors, define, define_saving, no_grad_placeholder
 from mbkernels.ops.dropout import new_seed
 
 
@@ -60,13 +62,38 @@ def _ffn_stack_triton_backward(grads, needs_grad, x, w1, b1, w2, b2, nw, nb, act
 def _ffn_stack_cpu_backward(grads, needs_grad, x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed):
     if dropout_p > 0 or x.dtype != torch.float32 or (w1 and w1[0].dtype != torch.float32):
         return NotImplemented
-    got = torch.ops.mbkernels_cpu.ffn_stack_backward(grads[0], x, w1, b1, w2, b2, nw, nb, act, norm, eps,
-                                                     needs_grad[:-1])
-    return [*got, no_grad_placeholder([x])]  # seed: no gradient
+    return _train_cpu_backward(grads, needs_grad, [], x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed)
 
 
 def _fake(x, *rest):
     return x.new_empty(x.shape)
+
+
+def _saves(x, w1, act, dropout_p) -> bool:
+    """Whether training runs `ffn_stack_train`: the C++ forward keeping its intermediates (the
+    backward then runs no GEMM of the forward again), for fp32 ReLU stacks of one intermediate
+    width on CPU without dropout under the fused backend."""
+    return (x.device.type == "cpu" and backend._C is not None and backend.current_backend() == "fused"
+            and x.dtype == torch.float32 and act == "relu" and dropout_p == 0
+            and all(w.dtype == torch.float32 and w.shape[0] == w1[0].shape[0] for w in w1))
+
+
+def _train_cpu(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed):
+    y, *saved = torch.ops.mbkernels_cpu.ffn_stack_forward_train(x, w1, b1, w2, b2, nw, nb, act, norm, eps)
+    return y, saved
+
+
+def _train_saved_fake(x, w1, *rest):
+    rows, width, n = x.numel() // x.shape[-1], x.shape[-1], len(w1)
+    return [x.new_empty((n - 1, rows, width)), x.new_empty((n, rows, w1[0].shape[0])),
+            x.new_empty((n, rows, width))]
+
+
+def _train_cpu_backward(grads, needs_grad, saved, x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed):
+    """The C++ backward; `saved` is what `_train_cpu` kept, or empty (it recomputes the forward)."""
+    got = torch.ops.mbkernels_cpu.ffn_stack_backward(grads[0], x, w1, b1, w2, b2, nw, nb, act, norm, eps,
+                                                     needs_grad[:-1], saved)
+    return [*got, no_grad_placeholder([x])]  # seed: no gradient
 
 
 FFN_STACK = define(OpDef(
@@ -82,6 +109,7 @@ FFN_STACK = define(OpDef(
     triton=_ffn_stack_triton,
     triton_backward=_ffn_stack_triton_backward,
 ))
+define_saving(FFN_STACK, _train_cpu, _train_saved_fake, _train_cpu_backward)
 
 
 def ffn_stack(x: torch.Tensor, intermediate_weights: Sequence[torch.Tensor],
@@ -106,4 +134,7 @@ def ffn_stack(x: torch.Tensor, intermediate_weights: Sequence[torch.Tensor],
     if backend.current_backend() == "reference":
         return reference.ffn_stack(x, *args, act, norm, eps, dropout_p, None)
     seed = new_seed() if dropout_p > 0 else None
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in [x, *(t for a in args for t in a)])
+    if needs_grad and _saves(x, args[0], act, dropout_p):
+        return torch.ops.mbkernels.ffn_stack_train(x, *args, act, norm, eps, dropout_p, seed)[0]
     return torch.ops.mbkernels.ffn_stack(x, *args, act, norm, eps, dropout_p, seed)

@@ -20,11 +20,24 @@ struct FfnWeights {
   float eps;                                // layernorm only
 };
 
+// What a training forward keeps so that the backward needs no GEMM of the forward again (ReLU
+// only: relu'(u) reads off as h > 0; every FFN the same inter). Contiguous, FFN-major:
+//   x [count - 1, rows, width]  the inputs of FFNs 1.. (FFN 0's input is the op's x)
+//   h [count, rows, inter]      relu(x W1ᵀ + b1)
+//   t [count, rows, width]      the pre-norm sums h W2ᵀ + b2 + x
+struct FfnSaved {
+  float* x;
+  float* h;
+  float* t;
+};
+
 // x [rows, width] (row stride ldx) -> y [rows, width] (row stride ldy; y may not overlap x).
-// All weights packed for one ISA; act is relu or gelu, norm nonorm or layernorm. Throws
-// std::invalid_argument on inconsistent widths or ISAs.
+// All weights packed for one ISA; act is relu or gelu, norm nonorm or layernorm. With `saved`
+// (act relu, ldy == width) the intermediates are written there instead of a per-thread tile
+// buffer; the output is the same bit for bit. Throws std::invalid_argument on inconsistent
+// widths or ISAs.
 void ffn_stack_forward(const float* x, int64_t ldx, int64_t rows, const FfnWeights* ffns,
                        int count, gemm::Act act, gemm::Norm norm, float* y, int64_t ldy,
-                       int num_threads);
+                       int num_threads, const FfnSaved* saved = nullptr);
 
 }  // namespace mbk::ops
