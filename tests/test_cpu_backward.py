@@ -150,3 +150,19 @@ def test_saved_intermediates_match_the_recompute(norm):
     assert torch.equal(saved_out, op_out)
     for a, b in zip(saved_grads, op_grads):
         assert torch.equal(a, b) if norm == "nonorm" else rel_err(a, b) < 1e-5
+
+
+def test_layernorm_over_one_feature_has_no_input_gradient(isa):
+    """LayerNorm of a single feature is its bias whatever the input: the input gradient is exactly
+    0. (With the compiler free to contract g * w - mean(g * w) into an FMA it was the product's
+    rounding error times 1/sqrt(eps), ~1e-2.)"""
+    x = torch.randn(5, 1, requires_grad=True)
+    w, b = torch.randn(1, requires_grad=True), torch.randn(1, requires_grad=True)
+    y = ops.layernorm(x, w, b)
+    (gx,) = torch.autograd.grad(y, x, torch.randn_like(y))
+    assert backend.last_ran["layernorm_backward"] == f"cpu:{isa}"
+    assert torch.equal(gx, torch.zeros_like(gx))
+    a = torch.randn(5, 3, requires_grad=True)
+    y = ops.linear_norm(a, torch.randn(1, 3), torch.randn(1), w, b, norm="layernorm")
+    (ga,) = torch.autograd.grad(y, a, torch.randn_like(y))
+    assert torch.equal(ga, torch.zeros_like(ga))
