@@ -11,7 +11,7 @@ from mbkernels import backend, ops
 from mbkernels.testing import rel_err
 
 from op_cases import ffn_stack_case, linear_norm_case
-from test_ops import check_against_reference
+from test_ops import _flat, check_against_reference
 
 _C = pytest.importorskip("mbkernels._C", reason="mbkernels._C is not built")
 
@@ -103,11 +103,13 @@ def test_backward_argument_errors():
     op = torch.ops.mbkernels_cpu.linear_norm_backward
     g = torch.ones(2, 3, 16)
     with pytest.raises(RuntimeError, match="needs must have 6 entries"):
-        op(g, x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 5)
+        op(g, x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 5, [])
     with pytest.raises(RuntimeError, match=r"grad must have the output's shape \[2, 3, 16\]"):
-        op(g[..., :15], x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 6)
+        op(g[..., :15], x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 6, [])
     with pytest.raises(RuntimeError, match="grad must be float32"):
-        op(g.double(), x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 6)
+        op(g.double(), x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 6, [])
+    with pytest.raises(RuntimeError, match=r"saved pre-norm must be contiguous \[6, 16\], got \[6, 15\]"):
+        op(g, x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 6, [torch.zeros(6, 15)])
     fn, args, kwargs = ffn_stack_case(s=3, width=8, inter=16, n=2)
     fop = torch.ops.mbkernels_cpu.ffn_stack_backward
     flat = [[t.detach() for t in a] for a in args[1:]]
@@ -133,23 +135,28 @@ def test_dropout_backward_runs_the_reference():
     assert backend.last_ran["linear_norm_backward"] == "reference"
 
 
+@pytest.mark.parametrize("name", ["linear_norm", "ffn_stack"])
 @pytest.mark.parametrize("norm", ["nonorm", "layernorm"])
-def test_saved_intermediates_match_the_recompute(norm):
-    """Training keeps the forward's intermediates (ffn_stack_train); the frozen op's backward
+def test_saved_intermediates_match_the_recompute(name, norm):
+    """Training keeps the forward's intermediates (`<name>_train`); the frozen op's backward
     recomputes them. Same outputs bit for bit; same gradients (NoNorm: bit for bit, the recompute
-    runs the same kernels; LayerNorm: the recompute's norm is ATen's, so to fp32 rounding)."""
-    fn, args, kwargs = ffn_stack_case(s=33, norm=norm)
-    x, *lists = args
-    leaves = [x, *(t for a in lists for t in a)]
-    g = torch.randn(x.shape)
+    runs the same kernels; LayerNorm: ffn_stack's recompute normalizes with ATen, so to rounding)."""
+    case = linear_norm_case if name == "linear_norm" else ffn_stack_case
+    fn, args, kwargs = case(s=33, norm=norm)
+    leaves = [t for t in _flat(args) if isinstance(t, torch.Tensor) and t.requires_grad]
     saved_out = fn(*args, **kwargs)
-    assert backend.last_ran["ffn_stack_train"] == f"cpu:{backend.active_isa()}"
+    assert backend.last_ran[name + "_train"] == f"cpu:{backend.active_isa()}"
+    g = torch.randn(saved_out.shape)
     saved_grads = torch.autograd.grad(saved_out, leaves, g)
-    op_out = torch.ops.mbkernels.ffn_stack(x, *lists, "relu", norm, kwargs["eps"], 0.0, None)
+    frozen = getattr(torch.ops.mbkernels, name)
+    if name == "ffn_stack":
+        op_out = frozen(*args, "relu", norm, kwargs["eps"], 0.0, None)
+    else:
+        op_out = frozen(*args, norm, 1e-12, 0.0, None)
     op_grads = torch.autograd.grad(op_out, leaves, g)
     assert torch.equal(saved_out, op_out)
     for a, b in zip(saved_grads, op_grads):
-        assert torch.equal(a, b) if norm == "nonorm" else rel_err(a, b) < 1e-5
+        assert torch.equal(a, b) if norm == "nonorm" or name == "linear_norm" else rel_err(a, b) < 1e-5
 
 
 def test_layernorm_over_one_feature_has_no_input_gradient(isa):

@@ -205,16 +205,16 @@ def test_opcheck(name):
     torch.library.opcheck(op.backward_op, (grads, _needs(op_args), *_detached(op_args)))
 
 
-@pytest.mark.skipif(backend._C is None, reason="the saving training forward is a C++ kernel")
-def test_opcheck_saving():
-    """ffn_stack's training forward (keeps its intermediates) and its backward."""
-    op_args = _op_args("ffn_stack")
-    op = torch.ops.mbkernels.ffn_stack_train
-    torch.library.opcheck(op, op_args)
-    out, saved = op(*op_args)
-    assert len(saved) == 3 and backend.last_ran["ffn_stack_train"] == f"cpu:{backend.active_isa()}"
-    torch.library.opcheck(torch.ops.mbkernels.ffn_stack_train_backward,
-                          ([torch.randn_like(out)], _needs(op_args), saved, *_detached(op_args)))
+@pytest.mark.skipif(backend._C is None, reason="the saving training forwards are C++ kernels")
+@pytest.mark.parametrize("name", [name for name, d in OPS.items() if d.train_op is not None])
+def test_opcheck_saving(name):
+    """The training forwards that keep intermediates, and their backwards."""
+    op_args = _op_args(name)
+    op = OPS[name]
+    torch.library.opcheck(op.train_op, op_args)
+    out, saved = op.train_op(*op_args)
+    assert saved and backend.last_ran[name + "_train"] == f"cpu:{backend.active_isa()}"
+    torch.library.opcheck(op.train_backward_op, ([torch.randn_like(out)], _needs(op_args), saved, *_detached(op_args)))
 
 
 # Tiny widths: gradcheck differentiates numerically through every input element.

@@ -75,7 +75,8 @@ void linear(const at::Tensor& a, int64_t lda, const gemm::PackedWeights& w, at::
              y.stride(0), ep, at::get_num_threads());
 }
 
-// Gradients of linear_norm: (x, weight, bias, norm_weight, norm_bias, residual).
+// Gradients of linear_norm: (x, weight, bias, norm_weight, norm_bias, residual). `saved` holds the
+// pre-norm t that linear_norm_forward_train kept, or is empty (t is recomputed).
 std::vector<at::Tensor> linear_norm_backward(const at::Tensor& grad, const at::Tensor& x,
                                              const at::Tensor& weight,
                                              const std::optional<at::Tensor>& bias,
@@ -83,7 +84,7 @@ std::vector<at::Tensor> linear_norm_backward(const at::Tensor& grad, const at::T
                                              const at::Tensor& norm_bias,
                                              const std::optional<at::Tensor>& residual,
                                              c10::string_view norm, double eps,
-                                             const c10::List<bool>& needs) {
+                                             const c10::List<bool>& needs, at::TensorList saved) {
   constexpr const char* op = "linear_norm_backward";
   const LinearNormArgs a =
       check_linear_norm(op, x, weight, bias, norm_weight, norm_bias, residual, norm);
@@ -91,13 +92,23 @@ std::vector<at::Tensor> linear_norm_backward(const at::Tensor& grad, const at::T
   check_needs(needs, 6, op);
   const auto [xv, ldx] = as_rows(x, a.rows, a.k);
   const at::Tensor g = grad.reshape({a.rows, a.n}).contiguous();
-  at::Tensor t = at::empty({a.rows, a.n}, x.options());
-  at::Tensor rv;
-  int64_t ldr = 0;
-  if (residual.has_value()) std::tie(rv, ldr) = as_rows(*residual, a.rows, a.n);
-  if (a.rows > 0 && a.n > 0)
-    linear(xv, ldx, *packed_weights(weight, bias.has_value() ? &*bias : nullptr), t,
-           residual.has_value() ? rv.const_data_ptr<float>() : nullptr, ldr);
+  TORCH_CHECK(saved.size() <= 1, "mbkernels_cpu::", op,
+              ": saved must be empty or hold the pre-norm [rows, N], got ", saved.size(), " tensors");
+  at::Tensor t;
+  if (!saved.empty()) {
+    t = saved[0];
+    check_f32(t, op, "saved");
+    TORCH_CHECK(t.sizes() == at::IntArrayRef({a.rows, a.n}) && t.is_contiguous(), "mbkernels_cpu::",
+                op, ": saved pre-norm must be contiguous [", a.rows, ", ", a.n, "], got ", t.sizes());
+  } else {
+    t = at::empty({a.rows, a.n}, x.options());
+    at::Tensor rv;
+    int64_t ldr = 0;
+    if (residual.has_value()) std::tie(rv, ldr) = as_rows(*residual, a.rows, a.n);
+    if (a.rows > 0 && a.n > 0)
+      linear(xv, ldx, *packed_weights(weight, bias.has_value() ? &*bias : nullptr), t,
+             residual.has_value() ? rv.const_data_ptr<float>() : nullptr, ldr);
+  }
   at::Tensor gnw, gnb, gbias;
   const at::Tensor gt =
       norm_backward(a.norm, g, t, norm_weight.contiguous(), eps, gnw, gnb, gbias);
@@ -219,7 +230,7 @@ TORCH_LIBRARY_FRAGMENT(mbkernels_cpu, m) {
   m.def(
       "linear_norm_backward(Tensor grad, Tensor x, Tensor weight, Tensor? bias, "
       "Tensor norm_weight, Tensor norm_bias, Tensor? residual, str norm, float eps, "
-      "bool[] needs) -> Tensor[]");
+      "bool[] needs, Tensor[] saved) -> Tensor[]");
   m.def(
       "ffn_stack_backward(Tensor grad, Tensor x, Tensor[] intermediate_weights, "
       "Tensor[] intermediate_biases, Tensor[] output_weights, Tensor[] output_biases, "

@@ -193,6 +193,43 @@ at::Tensor linear_norm_forward(const at::Tensor& x, const at::Tensor& weight,
   return y;
 }
 
+// The training forward of linear_norm: (y, t) with t = x Wᵀ + bias [+ residual] the pre-norm
+// [rows, N] that linear_norm_backward takes as `saved` instead of recomputing the GEMM. y is
+// linear_norm_forward's output bit for bit (NoNorm: one FMA on the rounded t in both; LayerNorm:
+// the same row kernel).
+std::vector<at::Tensor> linear_norm_forward_train(const at::Tensor& x, const at::Tensor& weight,
+                                                  const std::optional<at::Tensor>& bias,
+                                                  const at::Tensor& norm_weight,
+                                                  const at::Tensor& norm_bias,
+                                                  const std::optional<at::Tensor>& residual,
+                                                  c10::string_view norm, double eps) {
+  const LinearNormArgs a = check_linear_norm("linear_norm_forward_train", x, weight, bias,
+                                             norm_weight, norm_bias, residual, norm);
+  at::Tensor y = at::empty(a.out_shape, x.options()), t = at::empty({a.rows, a.n}, x.options());
+  if (a.rows == 0 || a.n == 0) return {y, t};
+  const auto [xv, ldx] = as_rows(x, a.rows, a.k);
+  gemm::Epilogue ep;
+  at::Tensor rv;
+  if (residual.has_value()) {
+    std::tie(rv, ep.ld_residual) = as_rows(*residual, a.rows, a.n);
+    ep.residual = rv.const_data_ptr<float>();
+  }
+  const int threads = at::get_num_threads();
+  gemm::gemm(xv.const_data_ptr<float>(), ldx, a.rows,
+             *packed_weights(weight, bias.has_value() ? &*bias : nullptr),
+             t.mutable_data_ptr<float>(), a.n, ep, threads);
+  const at::Tensor nw = norm_weight.contiguous(), nb = norm_bias.contiguous();
+  if (a.norm == gemm::Norm::nonorm)
+    mbk::ops::nonorm_forward(t.const_data_ptr<float>(), nullptr, nw.const_data_ptr<float>(),
+                             nb.const_data_ptr<float>(), y.mutable_data_ptr<float>(), a.rows, a.n,
+                             threads);
+  else
+    mbk::ops::layernorm_forward(t.const_data_ptr<float>(), nullptr, nw.const_data_ptr<float>(),
+                                nb.const_data_ptr<float>(), static_cast<float>(eps),
+                                y.mutable_data_ptr<float>(), a.rows, a.n, threads);
+  return {y, t};
+}
+
 // For each FFN i: x = N_i(act(x W1ᵢᵀ + b1ᵢ) W2ᵢᵀ + b2ᵢ + x) (ffn_stack without dropout). With
 // `saved` (the training forward) the intermediates are kept in it: [inputs of FFNs 1.., their
 // activations, their pre-norm sums] (ops/ffn_stack.h FfnSaved), for ffn_stack_backward.
@@ -271,6 +308,9 @@ TORCH_LIBRARY(mbkernels_cpu, m) {
       "linear_norm_forward(Tensor x, Tensor weight, Tensor? bias, Tensor norm_weight, "
       "Tensor norm_bias, Tensor? residual, str norm, float eps) -> Tensor");
   m.def(
+      "linear_norm_forward_train(Tensor x, Tensor weight, Tensor? bias, Tensor norm_weight, "
+      "Tensor norm_bias, Tensor? residual, str norm, float eps) -> Tensor[]");
+  m.def(
       "ffn_stack_forward(Tensor x, Tensor[] intermediate_weights, Tensor[] intermediate_biases, "
       "Tensor[] output_weights, Tensor[] output_biases, Tensor[] norm_weights, "
       "Tensor[] norm_biases, str act, str norm, float[] eps) -> Tensor");
@@ -286,6 +326,7 @@ TORCH_LIBRARY_IMPL(mbkernels_cpu, CPU, m) {
   m.impl("layernorm_forward", &mbk::torch_cpu::layernorm_forward);
   m.impl("layernorm_backward", &mbk::torch_cpu::layernorm_backward);
   m.impl("linear_norm_forward", &mbk::torch_cpu::linear_norm_forward);
+  m.impl("linear_norm_forward_train", &mbk::torch_cpu::linear_norm_forward_train);
   m.impl("ffn_stack_forward", &mbk::torch_cpu::ffn_stack_forward);
   m.impl("ffn_stack_forward_train", &mbk::torch_cpu::ffn_stack_forward_train);
 }

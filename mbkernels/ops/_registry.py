@@ -267,6 +267,16 @@ def _unflatten(structure, flat: list[torch.Tensor]) -> tuple:
     return tuple(result)
 
 
+def saving_applies(tensors) -> bool:
+    """Whether an op call takes its saving training forward (`define_saving`): a gradient is wanted
+    and the C++ kernel runs it (CPU, the fused backend, `_C` built, float32). The op adds its own
+    conditions (dropout, activation) on top."""
+    tensors = [t for t in tensors if t is not None]
+    return (torch.is_grad_enabled() and backend._C is not None and backend.current_backend() == "fused"
+            and tensors[0].device.type == "cpu" and all(t.dtype == torch.float32 for t in tensors)
+            and any(t.requires_grad for t in tensors))
+
+
 def define_saving(opdef: OpDef, forward: Kernel, saved_fake: Callable, backward: Kernel) -> Any:
     """The training forward of a defined op, for a kernel that keeps intermediates so its backward
     does not recompute the forward (the frozen op saves only its inputs).

@@ -20,7 +20,7 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, _tensors, define, define_saving, no_grad_placeholder
+from mbkernels.ops._registry import OpDef, _tensors, define, define_saving, no_grad_placeholder, saving_applies
 from mbkernels.ops.dropout import new_seed
 
 
@@ -67,15 +67,6 @@ def _ffn_stack_cpu_backward(grads, needs_grad, x, w1, b1, w2, b2, nw, nb, act, n
 
 def _fake(x, *rest):
     return x.new_empty(x.shape)
-
-
-def _saves(x, w1, act, dropout_p) -> bool:
-    """Whether training runs `ffn_stack_train`: the C++ forward keeping its intermediates (the
-    backward then runs no GEMM of the forward again), for fp32 ReLU stacks of one intermediate
-    width on CPU without dropout under the fused backend."""
-    return (x.device.type == "cpu" and backend._C is not None and backend.current_backend() == "fused"
-            and x.dtype == torch.float32 and act == "relu" and dropout_p == 0
-            and all(w.dtype == torch.float32 and w.shape[0] == w1[0].shape[0] for w in w1))
 
 
 def _train_cpu(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed):
@@ -134,7 +125,8 @@ def ffn_stack(x: torch.Tensor, intermediate_weights: Sequence[torch.Tensor],
     if backend.current_backend() == "reference":
         return reference.ffn_stack(x, *args, act, norm, eps, dropout_p, None)
     seed = new_seed() if dropout_p > 0 else None
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in [x, *(t for a in args for t in a)])
-    if needs_grad and _saves(x, args[0], act, dropout_p):
+    # Training keeps the intermediates (ReLU: relu' reads off the kept activations; one width).
+    if (dropout_p == 0 and act == "relu" and len({w.shape[0] for w in intermediate_weights}) == 1
+            and saving_applies([x, *(t for a in args for t in a)])):
         return torch.ops.mbkernels.ffn_stack_train(x, *args, act, norm, eps, dropout_p, seed)[0]
     return torch.ops.mbkernels.ffn_stack(x, *args, act, norm, eps, dropout_p, seed)

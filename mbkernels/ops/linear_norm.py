@@ -3,9 +3,10 @@
 Serves the attention output, the FFN outputs and the output bottleneck. On CPU the fp32 forward
 without dropout runs `mbkernels_cpu::linear_norm_forward` (packed-weight GEMM, residual and norm
 fused at store, weights packed once and cached) and its backward `mbkernels_cpu::linear_norm_backward`
-(the pre-norm values recomputed on the packed GEMM, the norm's backward and the bias column sums
-fused in C++, the gradient GEMMs on ATen); other dtypes and dropout run the reference inside the
-custom op.
+(the norm's backward and the bias column sums fused in C++, the gradient GEMMs on ATen). In
+training `linear_norm` calls `mbkernels::linear_norm_train`, which keeps the pre-norm values for
+the backward; the frozen op's backward recomputes them on the packed GEMM. Other dtypes and
+dropout run the reference inside the custom op.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, _tensors, define, no_grad_placeholder
+from mbkernels.ops._registry import OpDef, _tensors, define, define_saving, no_grad_placeholder, saving_applies
 from mbkernels.ops.dropout import new_seed
 
 
@@ -32,8 +33,25 @@ def _linear_norm_cpu_backward(grads, needs_grad, x, weight, bias, norm_weight, n
                               dropout_p, seed):
     if dropout_p > 0 or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return NotImplemented
+    return _train_cpu_backward(grads, needs_grad, [], x, weight, bias, norm_weight, norm_bias, residual, norm,
+                               eps, dropout_p, seed)
+
+
+def _train_cpu(x, weight, bias, norm_weight, norm_bias, residual, norm, eps, dropout_p, seed):
+    y, t = torch.ops.mbkernels_cpu.linear_norm_forward_train(x, weight, bias, norm_weight, norm_bias, residual,
+                                                             norm, eps)
+    return y, [t]
+
+
+def _train_saved_fake(x, weight, *rest):
+    return [x.new_empty((x.numel() // x.shape[-1], weight.shape[0]))]
+
+
+def _train_cpu_backward(grads, needs_grad, saved, x, weight, bias, norm_weight, norm_bias, residual, norm, eps,
+                        dropout_p, seed):
+    """The C++ backward; `saved` is the pre-norm `_train_cpu` kept, or empty (it is recomputed)."""
     got = torch.ops.mbkernels_cpu.linear_norm_backward(grads[0], x, weight, bias, norm_weight, norm_bias,
-                                                       residual, norm, eps, needs_grad[:6])
+                                                       residual, norm, eps, needs_grad[:6], saved)
     return [*got, no_grad_placeholder(_tensors((x, seed)))]  # seed: no gradient
 
 
@@ -81,6 +99,7 @@ LINEAR_NORM = define(OpDef(
     triton=_linear_norm_triton,
     triton_backward=_linear_norm_triton_backward,
 ))
+define_saving(LINEAR_NORM, _train_cpu, _train_saved_fake, _train_cpu_backward)
 
 
 def linear_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -90,5 +109,8 @@ def linear_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if backend.current_backend() == "reference":
         return reference.linear_norm(x, weight, bias, norm_weight, norm_bias, residual, norm, eps, dropout_p)
     seed = new_seed() if dropout_p > 0 else None
+    if dropout_p == 0 and saving_applies([x, weight, bias, norm_weight, norm_bias, residual]):
+        return torch.ops.mbkernels.linear_norm_train(x, weight, bias, norm_weight, norm_bias, residual, norm,
+                                                     eps, dropout_p, seed)[0]
     return torch.ops.mbkernels.linear_norm(x, weight, bias, norm_weight, norm_bias, residual, norm, eps,
                                            dropout_p, seed)
