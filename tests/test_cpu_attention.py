@@ -118,14 +118,14 @@ def test_argument_errors():
     op = torch.ops.mbkernels_cpu.bottleneck_attention_forward
     h, mask, *weights = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
     with pytest.raises(RuntimeError, match="mode must be 'shared', 'bottleneck', 'full' or 'none'"):
-        op(h, mask, *weights, 2, "sideways", "nonorm", 1e-12, False)
+        op(h, mask, *weights, 2, "sideways", "nonorm", 1e-12, 0.0, 0.0, None, False)
     broken = list(weights)
     broken[4] = None  # attention_weight
     with pytest.raises(RuntimeError, match="attention_weight is required in mode 'shared'"):
-        op(h, mask, *broken, 2, "shared", "nonorm", 1e-12, False)
+        op(h, mask, *broken, 2, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False)
     with pytest.raises(RuntimeError, match=r"key_mask must have shape \[2, 3\]"):
-        op(h, mask[:, :2], *weights, 2, "shared", "nonorm", 1e-12, False)
+        op(h, mask[:, :2], *weights, 2, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False)
     with pytest.raises(RuntimeError, match="must be a multiple of num_heads"):
-        op(h, mask, *weights, 3, "shared", "nonorm", 1e-12, False)
+        op(h, mask, *weights, 3, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False)
     with pytest.raises(RuntimeError, match="h must be float32"):
-        op(h.double(), mask, *weights, 2, "shared", "nonorm", 1e-12, False)
+        op(h.double(), mask, *weights, 2, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False)

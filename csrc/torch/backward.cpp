@@ -14,13 +14,15 @@
 #include <vector>
 
 #include "args.h"
+#include "backward.h"
 #include "cpu.h"
 #include "gemm/epilogue_backward.h"
 #include "ops/nonorm.h"
 
 namespace mbk::torch_cpu {
-namespace {
 
+// check_grad, check_needs, none_for and norm_backward: declared in backward.h (bottleneck_attention's
+// backward uses them too).
 void check_grad(const at::Tensor& grad, at::IntArrayRef shape, const char* op) {
   check_f32(grad, op, "grad");
   TORCH_CHECK(grad.sizes() == shape, "mbkernels_cpu::", op, ": grad must have the output's shape ",
@@ -61,6 +63,8 @@ at::Tensor norm_backward(gemm::Norm norm, const at::Tensor& g, const at::Tensor&
   }
   return gt;
 }
+
+namespace {
 
 // y = act(a Wᵀ + bias) [+ residual] on the packed-weight GEMM, no norm (y: rows with unit column
 // stride): the forward's intermediates and pre-norm values, recomputed.

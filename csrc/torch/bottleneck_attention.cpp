@@ -1,7 +1,8 @@
 // mbkernels_cpu::bottleneck_attention_forward: checks the mode's weights, stacks and packs them
 // (through the packed-weight cache: [Wi; Wa; Wv] is one cached packing) and runs
 // csrc/core/ops/bottleneck_attention.h; and mbkernels_cpu::attention_forward on
-// csrc/core/ops/attention.h. fp32, no dropout (mbkernels.ops runs the reference else).
+// csrc/core/ops/attention.h. fp32, with training's dropout (the counter-based masks of dropout.h,
+// the reference's streams); their backwards are in attention_backward.cpp.
 #include "bottleneck_attention.h"
 
 #include <ATen/ATen.h>
@@ -131,6 +132,16 @@ at::Tensor key_mask_bytes(const std::optional<at::Tensor>& key_mask, int64_t bat
                                                                        : m.ne(0).to(at::kByte);
 }
 
+DropoutMask dropout_of(double p, const std::optional<at::Tensor>& seed, uint32_t stream,
+                       const char* op) {
+  TORCH_CHECK(p >= 0.0 && p < 1.0, "mbkernels_cpu::", op, ": dropout probability must be in [0, 1), got ", p);
+  if (p == 0.0) return {};
+  TORCH_CHECK(seed.has_value() && seed->numel() == 1 && !seed->is_floating_point(),
+              "mbkernels_cpu::", op, ": dropout needs a seed (a one-element integer tensor), got ",
+              seed.has_value() ? seed->toString() : std::string("None"));
+  return dropout_mask(p, seed->item<int64_t>(), stream);
+}
+
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> bottleneck_attention_forward(
@@ -148,7 +159,8 @@ std::tuple<at::Tensor, at::Tensor> bottleneck_attention_forward(
     const std::optional<at::Tensor>& output_weight, const std::optional<at::Tensor>& output_bias,
     const std::optional<at::Tensor>& output_norm_weight,
     const std::optional<at::Tensor>& output_norm_bias, int64_t num_heads, c10::string_view mode,
-    c10::string_view norm, double eps, bool return_scores) {
+    c10::string_view norm, double eps, double attn_dropout_p, double hidden_dropout_p,
+    const std::optional<at::Tensor>& seed, bool return_scores) {
   const BottleneckAttentionTensors t{
       input_weight,     input_bias,      input_norm_weight,     input_norm_bias,
       attention_weight, attention_bias,  attention_norm_weight, attention_norm_bias,
@@ -158,6 +170,8 @@ std::tuple<at::Tensor, at::Tensor> bottleneck_attention_forward(
   const PackedBottleneckAttention p =
       pack_bottleneck_attention(h, t, num_heads, mode, norm, eps, kOp);
   const at::Tensor mask = key_mask_bytes(key_mask, h.size(0), h.size(1), kOp);
+  const ops::BottleneckAttentionDropout dropout{dropout_of(attn_dropout_p, seed, kAttnStream, kOp),
+                                                dropout_of(hidden_dropout_p, seed, kHiddenStream, kOp)};
   const int64_t batch = h.size(0), seq = h.size(1);
   at::Tensor out = at::empty({batch, seq, p.width}, h.options());
   at::Tensor scores = return_scores ? at::empty({batch, num_heads, seq, seq}, h.options())
@@ -167,17 +181,39 @@ std::tuple<at::Tensor, at::Tensor> bottleneck_attention_forward(
                                     mask.defined() ? mask.const_data_ptr<uint8_t>() : nullptr,
                                     out.mutable_data_ptr<float>(),
                                     return_scores ? scores.mutable_data_ptr<float>() : nullptr,
-                                    at::get_num_threads());
+                                    at::get_num_threads(), nullptr, dropout);
   return {out, scores};
 }
 
-// softmax(QKᵀ/√D + mask) V on [B, H, S, D] (the attention op without dropout): any strides with
-// a contiguous head dimension are used in place.
+// softmax(QKᵀ/√D + mask) V on [B, H, S, D] with attention dropout: any strides with a
+// contiguous head dimension are used in place.
 std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k,
                                                      const at::Tensor& v,
                                                      const std::optional<at::Tensor>& key_mask,
+                                                     double dropout_p,
+                                                     const std::optional<at::Tensor>& seed,
                                                      bool return_scores) {
   constexpr const char* op = "attention_forward";
+  AttentionOperands o = attention_operands(q, k, v, key_mask, dropout_p, seed, op);
+  at::Tensor ctx = at::empty(q.sizes(), q.options());
+  at::Tensor scores = return_scores ? at::empty({q.size(0), q.size(1), q.size(2), k.size(2)}, q.options())
+                                    : at::empty({0}, q.options());
+  o.args.ctx = ctx.mutable_data_ptr<float>();
+  o.args.ctx_strides = head_strides(ctx);
+  o.args.scores = return_scores ? scores.mutable_data_ptr<float>() : nullptr;
+  ops::attention_forward(o.args, at::get_num_threads());
+  return {ctx, scores};
+}
+
+}  // namespace
+
+ops::HeadStrides head_strides(const at::Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2)};
+}
+
+AttentionOperands attention_operands(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const std::optional<at::Tensor>& key_mask, double dropout_p,
+                                     const std::optional<at::Tensor>& seed, const char* op) {
   const std::pair<const at::Tensor*, const char*> args[] = {{&q, "q"}, {&k, "k"}, {&v, "v"}};
   for (const auto& [t, name] : args) {
     check_f32(*t, op, name);
@@ -191,37 +227,33 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
   TORCH_CHECK(v.size(0) == batch && v.size(1) == heads && v.size(2) == sk && v.size(3) == d,
               "mbkernels_cpu::", op, ": v must have shape [", batch, ", ", heads, ", ", sk, ", ",
               d, "], got ", v.sizes());
-  const at::Tensor mask = key_mask_bytes(key_mask, batch, sk, op);
-  const auto unit_last = [](const at::Tensor& t) { return t.size(3) <= 1 || t.stride(3) == 1 ? t : t.contiguous(); };
-  const at::Tensor qc = unit_last(q), kc = unit_last(k), vc = unit_last(v);
-  const auto strides = [](const at::Tensor& t) {
-    return ops::HeadStrides{t.stride(0), t.stride(1), t.stride(2)};
-  };
-  at::Tensor ctx = at::empty({batch, heads, sq, d}, q.options());
-  at::Tensor scores = return_scores ? at::empty({batch, heads, sq, sk}, q.options())
-                                    : at::empty({0}, q.options());
-  ops::AttentionArgs a;
+  AttentionOperands o;
+  o.mask = key_mask_bytes(key_mask, batch, sk, op);
+  o.q = unit_last(q);
+  o.k = unit_last(k);
+  o.v = unit_last(v);
+  ops::AttentionArgs& a = o.args;
   a.batch = batch;
   a.heads = heads;
   a.seq_q = sq;
   a.seq_k = sk;
   a.head_dim = d;
-  a.q = qc.const_data_ptr<float>();
-  a.q_strides = strides(qc);
-  a.k = kc.const_data_ptr<float>();
-  a.k_strides = strides(kc);
-  a.v = vc.const_data_ptr<float>();
-  a.v_strides = strides(vc);
-  a.key_mask = mask.defined() ? mask.const_data_ptr<uint8_t>() : nullptr;
+  a.q = o.q.const_data_ptr<float>();
+  a.q_strides = head_strides(o.q);
+  a.k = o.k.const_data_ptr<float>();
+  a.k_strides = head_strides(o.k);
+  a.v = o.v.const_data_ptr<float>();
+  a.v_strides = head_strides(o.v);
+  a.key_mask = o.mask.defined() ? o.mask.const_data_ptr<uint8_t>() : nullptr;
   a.mask_batch_stride = sk;
-  a.ctx = ctx.mutable_data_ptr<float>();
-  a.ctx_strides = strides(ctx);
-  a.scores = return_scores ? scores.mutable_data_ptr<float>() : nullptr;
-  ops::attention_forward(a, at::get_num_threads());
-  return {ctx, scores};
+  a.dropout = dropout_of(dropout_p, seed, kAttnStream, op);
+  return o;
 }
 
-}  // namespace
+at::Tensor unit_last(const at::Tensor& t) {
+  return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
+}
+
 }  // namespace mbk::torch_cpu
 
 TORCH_LIBRARY_FRAGMENT(mbkernels_cpu, m) {
@@ -232,10 +264,11 @@ TORCH_LIBRARY_FRAGMENT(mbkernels_cpu, m) {
       "Tensor? attention_norm_bias, Tensor? query_weight, Tensor? query_bias, Tensor? key_weight, "
       "Tensor? key_bias, Tensor? value_weight, Tensor? value_bias, Tensor? output_weight, "
       "Tensor? output_bias, Tensor? output_norm_weight, Tensor? output_norm_bias, int num_heads, "
-      "str mode, str norm, float eps, bool return_scores) -> (Tensor, Tensor)");
+      "str mode, str norm, float eps, float attn_dropout_p, float hidden_dropout_p, Tensor? seed, "
+      "bool return_scores) -> (Tensor, Tensor)");
   m.def(
-      "attention_forward(Tensor q, Tensor k, Tensor v, Tensor? key_mask, bool return_scores) -> "
-      "(Tensor, Tensor)");
+      "attention_forward(Tensor q, Tensor k, Tensor v, Tensor? key_mask, float dropout_p, "
+      "Tensor? seed, bool return_scores) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(mbkernels_cpu, CPU, m) {

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "gemm/gemm.h"
+#include "dropout.h"
+#include "ops/attention.h"
 #include "ops/bottleneck_attention.h"
 
 namespace mbk::torch_cpu {
@@ -42,5 +44,28 @@ PackedBottleneckAttention pack_bottleneck_attention(const at::Tensor& h,
 // key_mask [batch, seq] bool or integer as contiguous bytes (nonzero = attend); undefined if None.
 at::Tensor key_mask_bytes(const std::optional<at::Tensor>& key_mask, int64_t batch, int64_t seq,
                           const char* op);
+
+// The dropout streams of reference.py (ATTN_STREAM, HIDDEN_STREAM).
+constexpr uint32_t kAttnStream = 0, kHiddenStream = 1;
+
+// The mask of one dropout site (inactive for p == 0); p > 0 needs a one-element integer seed.
+DropoutMask dropout_of(double p, const std::optional<at::Tensor>& seed, uint32_t stream,
+                       const char* op);
+
+// t itself when its last dimension has unit stride, else a contiguous copy.
+at::Tensor unit_last(const at::Tensor& t);
+
+// The (batch, head, row) strides of a [B, H, S, D] tensor.
+ops::HeadStrides head_strides(const at::Tensor& t);
+
+// The attention op's checked operands (q, k, v [B, H, S, D] fp32) as the core's arguments, with
+// what keeps their memory alive; ctx and scores are left for the caller.
+struct AttentionOperands {
+  at::Tensor q, k, v, mask;
+  ops::AttentionArgs args;
+};
+AttentionOperands attention_operands(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const std::optional<at::Tensor>& key_mask, double dropout_p,
+                                     const std::optional<at::Tensor>& seed, const char* op);
 
 }  // namespace mbk::torch_cpu

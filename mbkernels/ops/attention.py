@@ -3,9 +3,11 @@ masked scores (masked keys hold finfo(dtype).min) that attention transfer needs.
 
 On CUDA, or under `use_backend("triton")`, forward and backward run the flash-style kernels of
 `mbkernels/triton/attention.py` (head sizes 16–256, powers of two; others run the reference); on
-CPU the fp32 forward without dropout runs `mbkernels_cpu::attention_forward` (the torch-free
-attention core, csrc/core/ops/attention.h: any head size, no B×H×S×S buffer unless scores are asked
-for); other dtypes, dropout and the backward run the reference inside the custom op.
+CPU the fp32 forward runs `mbkernels_cpu::attention_forward` and the backward
+`mbkernels_cpu::attention_backward` (the torch-free attention core, csrc/core/ops/attention.h: any
+head size, attention dropout from the seed's counter-based mask, no B×H×S×S buffer unless scores
+are asked for; the backward recomputes P per query block and takes the scores' gradient too);
+other dtypes run the reference inside the custom op.
 """
 
 from __future__ import annotations
@@ -47,9 +49,17 @@ def _attention_triton_backward(grads, needs_grad, q, k, v, key_mask, dropout_p, 
 
 
 def _attention_cpu(q, k, v, key_mask, dropout_p, seed, return_scores):
-    if dropout_p > 0 or q.dtype != torch.float32:
+    if q.dtype != torch.float32:
         return NotImplemented
-    return torch.ops.mbkernels_cpu.attention_forward(q, k, v, key_mask, return_scores)
+    return torch.ops.mbkernels_cpu.attention_forward(q, k, v, key_mask, dropout_p, seed, return_scores)
+
+
+def _attention_cpu_backward(grads, needs_grad, q, k, v, key_mask, dropout_p, seed, return_scores):
+    if q.dtype != torch.float32:
+        return NotImplemented
+    dscores = grads[1] if return_scores and grads[1].numel() else None
+    return torch.ops.mbkernels_cpu.attention_backward(grads[0], dscores, q, k, v, key_mask, dropout_p, seed,
+                                                      needs_grad)
 
 
 def _fake(q, k, v, key_mask, dropout_p, seed, return_scores):
@@ -65,6 +75,7 @@ ATTENTION = define(OpDef(
     reference_forward=reference.attention,
     fake=_fake,
     cpu=_attention_cpu,
+    cpu_backward=_attention_cpu_backward,
     triton=_attention_triton,
     triton_backward=_attention_triton_backward,
 ))

@@ -3,11 +3,14 @@
 `b = N(h Wiᵀ)`; `s = N(h Waᵀ)`; Q, K from `s`, V from `h` (mode "shared", MobileBERT); or Q, K, V
 from `b` ("bottleneck", -tiny), from `h` with a bottleneck residual ("full", the IB-BERT teacher),
 or from `h` with no bottleneck ("none", a BERT layer). `out = N(dropout(ctx Woᵀ + bo) + residual)`.
-Returns (out, pre-softmax masked scores or an empty tensor). On CPU the fp32 forward without
-dropout runs `mbkernels_cpu::bottleneck_attention_forward` (one packed GEMM over h for the
-projections that read it, per-segment norms, the torch-free attention core with no B×H×S×S buffer
-unless scores are asked for, the output projection with residual and norm fused); other dtypes,
-dropout and the backward run the reference inside the custom op. On CUDA, or under
+Returns (out, pre-softmax masked scores or an empty tensor). On CPU the fp32 forward runs
+`mbkernels_cpu::bottleneck_attention_forward` (one packed GEMM over h for the projections that read
+it, per-segment norms, the torch-free attention core with no B×H×S×S buffer unless scores are asked
+for, the output projection with residual and norm fused; attention and hidden dropout from the
+seed's counter-based masks) and the backward `mbkernels_cpu::bottleneck_attention_backward` (the
+forward's intermediates recomputed on the packed GEMMs, the flash-style attention backward, the
+norm backwards with their column sums in C++, the gradient GEMMs on ATen; a gradient on the
+returned scores included); other dtypes run the reference inside the custom op. On CUDA, or under
 `use_backend("triton")`, both directions run
 `mbkernels/triton/bottleneck_attention.py` (widths up to 8192, head sizes 16–256).
 """
@@ -47,11 +50,18 @@ def _triton_bottleneck_attention(h, weights, num_heads, mode, norm):
 
 
 def _bottleneck_attention_cpu(h, key_mask, *rest):
-    weights, (num_heads, mode, norm, eps, attn_p, hidden_p, seed, return_scores) = _split_args(rest)
-    if attn_p > 0 or hidden_p > 0 or h.dtype != torch.float32:
+    if h.dtype != torch.float32:
         return NotImplemented
-    return torch.ops.mbkernels_cpu.bottleneck_attention_forward(h, key_mask, *weights, num_heads, mode, norm,
-                                                                eps, return_scores)
+    return torch.ops.mbkernels_cpu.bottleneck_attention_forward(h, key_mask, *rest)
+
+
+def _bottleneck_attention_cpu_backward(grads, needs_grad, h, key_mask, *rest):
+    if h.dtype != torch.float32:
+        return NotImplemented
+    return_scores = rest[-1]
+    dscores = grads[1] if return_scores and grads[1].numel() else None
+    return torch.ops.mbkernels_cpu.bottleneck_attention_backward(grads[0], dscores, h, key_mask, *rest[:-1],
+                                                                 needs_grad)
 
 
 def _split_args(rest):
@@ -92,6 +102,7 @@ BOTTLENECK_ATTENTION = define(OpDef(
     reference_forward=reference.bottleneck_attention,
     fake=_fake,
     cpu=_bottleneck_attention_cpu,
+    cpu_backward=_bottleneck_attention_cpu_backward,
     triton=_bottleneck_attention_triton,
     triton_backward=_bottleneck_attention_triton_backward,
 ))

@@ -21,7 +21,7 @@ constexpr int64_t kMinChunkRows = 16;
 
 int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
 
-AttentionRun kernel(Isa isa) {
+const AttentionKernels& kernels(Isa isa) {
   switch (isa) {
 #ifdef MBK_HAVE_AVX2
     case Isa::avx2: return avx2::attention_f32;
@@ -36,9 +36,9 @@ AttentionRun kernel(Isa isa) {
   }
 }
 
-void check(const AttentionArgs& a) {
-  const auto fail = [](const std::string& what) {
-    throw std::invalid_argument("attention_forward: " + what);
+void check(const AttentionArgs& a, const char* op = "attention_forward") {
+  const auto fail = [op](const std::string& what) {
+    throw std::invalid_argument(std::string(op) + ": " + what);
   };
   if (a.batch < 0 || a.heads < 0 || a.seq_q < 0 || a.seq_k < 0 || a.head_dim < 0)
     fail("sizes must be >= 0, got batch=" + std::to_string(a.batch) + " heads=" +
@@ -46,8 +46,9 @@ void check(const AttentionArgs& a) {
          std::to_string(a.seq_k) + " head_dim=" + std::to_string(a.head_dim));
   if (a.batch * a.heads * a.seq_q == 0) return;
   if (a.seq_k == 0) fail("seq_k must be >= 1 when there are queries (softmax over no keys)");
-  if (a.q == nullptr || a.k == nullptr || a.v == nullptr || a.ctx == nullptr)
-    fail("q, k, v and ctx must not be null");
+  if (a.q == nullptr || a.k == nullptr || a.v == nullptr)
+    fail("q, k and v must not be null");
+  if (a.ctx == nullptr && std::string(op) == "attention_forward") fail("ctx must not be null");
 }
 
 }  // namespace
@@ -59,7 +60,22 @@ AttentionLayout attention_layout(const AttentionArgs& a) {
   L.kt = round16(a.head_dim * L.n_pad);
   L.vc = round16(a.seq_k * L.d_pad);
   L.s = kMaxTileRows * L.n_pad;
-  L.per_thread = L.kt + L.vc + L.s;
+  L.kpos = L.n_pad;
+  L.per_thread = L.kt + L.vc + L.s + L.kpos;
+  return L;
+}
+
+AttentionBackwardLayout attention_backward_layout(const AttentionArgs& a) {
+  AttentionBackwardLayout L;
+  L.n_pad = round16(a.seq_k);
+  L.d_pad = round16(a.head_dim);
+  const auto part = [](int64_t floats) { return round16(floats) + 32; };
+  L.kt = L.vt = part(a.head_dim * L.n_pad);
+  L.kr = L.dk = L.dv = part(a.seq_k * L.d_pad);
+  L.qb = L.dob = part(kBackwardRows * L.d_pad);
+  L.p = L.ds = part(kBackwardRows * L.n_pad);
+  L.mult = L.kpos = part(L.n_pad);
+  L.per_thread = L.kt + L.vt + L.kr + L.dk + L.dv + L.qb + L.dob + L.p + L.ds + L.mult + L.kpos;
   return L;
 }
 
@@ -72,7 +88,7 @@ void attention_forward(const AttentionArgs& a, int num_threads, float* workspace
   const int64_t bh = a.batch * a.heads;
   if (bh * a.seq_q == 0) return;
   const AttentionLayout L = attention_layout(a);
-  const AttentionRun run = kernel(active_isa());
+  const AttentionRun run = kernels(active_isa()).forward;
   // Enough tasks to balance the threads, chunks of at least kMinChunkRows query rows.
   int nt = std::max(num_threads, 1);
   const double flops = 4.0 * double(bh) * double(a.seq_q) * double(a.seq_k) * double(a.head_dim);
@@ -89,6 +105,47 @@ void attention_forward(const AttentionArgs& a, int num_threads, float* workspace
     // Contiguous task ranges: a thread's consecutive tasks share (batch, head) and its gather.
     run(a, tasks, total * tid / threads, total * (tid + 1) / threads, L,
         ws + tid * L.per_thread);
+  });
+}
+
+size_t attention_backward_workspace_floats(const AttentionArgs& a, int num_threads) {
+  return static_cast<size_t>(attention_backward_layout(a).per_thread * std::max(num_threads, 1));
+}
+
+void attention_backward(const AttentionArgs& a, const AttentionGradArgs& g, int num_threads,
+                        float* workspace) {
+  check(a, "attention_backward");
+  const int64_t bh = a.batch * a.heads;
+  if (bh * a.seq_q == 0) return;
+  if (g.dctx == nullptr || g.dq == nullptr || g.dk == nullptr || g.dv == nullptr)
+    throw std::invalid_argument("attention_backward: dctx, dq, dk and dv must not be null");
+  const AttentionBackwardLayout L = attention_backward_layout(a);
+  const AttentionBackwardRun run = kernels(active_isa()).backward;
+  // One task per (batch, head): dK and dV sum over every query, so a head is one thread's.
+  int nt = std::max(num_threads, 1);
+  const double flops = 10.0 * double(bh) * double(a.seq_q) * double(a.seq_k) * double(a.head_dim);
+  if (flops < kParallelMinFlops) nt = 1;
+  nt = static_cast<int>(std::min<int64_t>(nt, bh));
+  float* ws = workspace != nullptr ? workspace
+                                   : thread_scratch(attention_backward_workspace_floats(a, nt));
+  gemm::parallel(nt, [&](int tid, int threads) {
+    run(a, g, bh * tid / threads, bh * (tid + 1) / threads, L, ws + tid * L.per_thread);
+  });
+}
+
+void dropout_rows(float* x, int64_t ldx, int64_t rows, int64_t cols, const DropoutMask& m,
+                  uint64_t first, const float* residual, int64_t ld_residual, int num_threads) {
+  if (!m.active) {
+    if (residual != nullptr)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) x[r * ldx + c] += residual[r * ld_residual + c];
+    return;
+  }
+  const DropoutRowsRun run = kernels(active_isa()).dropout_rows;
+  const int nt = rows * cols >= (1 << 15) ? std::max(num_threads, 1) : 1;
+  gemm::parallel(nt, [&](int tid, int threads) {
+    run(x, ldx, rows * tid / threads, rows * (tid + 1) / threads, cols, m, first, residual,
+        ld_residual);
   });
 }
 

@@ -12,12 +12,24 @@
 // - scores, when not null: the pre-softmax QKᵀ/√D, [B, H, Sq, Sk] contiguous, masked entries
 //   -FLT_MAX (torch.finfo(float32).min). Without it no B×H×Sq×Sk buffer exists: each thread holds
 //   the scores of a few query rows at a time.
+// - dropout: when active, the probabilities are dropped after the softmax's sum (dropout.h;
+//   element (b, h, i, j) has index ((b·H + h)·Sq + i)·Sk + j, the reference's [B, H, Sq, Sk]).
 // - Threads: num_threads (the caller's count, e.g. torch.get_num_threads()) over (batch, head,
 //   query block) tasks with OpenMP. The active ISA (cpu.h) picks the kernels.
+//
+// attention_backward: dq, dk, dv from dctx (and the gradient of the returned scores, if any),
+// flash style: per (batch, head) the attended keys are gathered once, and for each block of query
+// rows P is recomputed from q and k (row max and sum over the whole row, so no running statistics
+// are stored), dP = dctx Vᵀ, dS = P (dP − rowsum(P ∘ dP)) with the dropout mask applied to dP and
+// P, and dV += P_droppedᵀ dctx, dK += dSᵀ Q, dQ = dS K. No B×H×Sq×Sk buffer; threads over
+// (batch, head), each head summed by one thread in a fixed order, so the result does not depend
+// on the thread count.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+
+#include "dropout.h"
 
 namespace mbk::ops {
 
@@ -39,6 +51,21 @@ struct AttentionArgs {
   float* ctx = nullptr;  // [B, H, Sq, D] output; may not overlap q, k or v
   HeadStrides ctx_strides{};
   float* scores = nullptr;  // optional [B, H, Sq, Sk] contiguous output
+  DropoutMask dropout{};    // on the probabilities (inactive: no dropout)
+};
+
+// The backward's operands besides AttentionArgs' q, k, v, mask and dropout (its ctx and scores
+// are not used). dq, dk, dv may not overlap each other or any input.
+struct AttentionGradArgs {
+  const float* dctx = nullptr;  // [B, H, Sq, D]
+  HeadStrides dctx_strides{};
+  const float* dscores = nullptr;  // optional [B, H, Sq, Sk] contiguous: gradient of the scores
+  float* dq = nullptr;
+  HeadStrides dq_strides{};
+  float* dk = nullptr;
+  HeadStrides dk_strides{};
+  float* dv = nullptr;
+  HeadStrides dv_strides{};
 };
 
 // Floats of workspace attention_forward needs for these shapes and threads (a few query rows of
@@ -49,5 +76,17 @@ size_t attention_workspace_floats(const AttentionArgs& a, int num_threads);
 // a per-thread buffer that grows once and is then reused. Throws std::invalid_argument naming the
 // argument on negative sizes or missing pointers.
 void attention_forward(const AttentionArgs& a, int num_threads, float* workspace = nullptr);
+
+size_t attention_backward_workspace_floats(const AttentionArgs& a, int num_threads);
+
+// The backward (see the top of this file); workspace as attention_forward's.
+void attention_backward(const AttentionArgs& a, const AttentionGradArgs& g, int num_threads,
+                        float* workspace = nullptr);
+
+// x[r, c] = x[r, c] · factor(first + r · cols + c) [+ residual[r, c]] for r < rows, c < cols: a
+// dropout site over a [rows, cols] tensor (row strides ldx, ld_residual; residual may be null or
+// x itself). bottleneck_attention's hidden dropout, forward and backward.
+void dropout_rows(float* x, int64_t ldx, int64_t rows, int64_t cols, const DropoutMask& m,
+                  uint64_t first, const float* residual, int64_t ld_residual, int num_threads);
 
 }  // namespace mbk::ops

@@ -11,9 +11,20 @@ namespace mbk::ops::avx2 {
 
 using V = simd::avx2::VecF32;
 
-void attention_f32(const AttentionArgs& a, const AttentionTasks& tasks, int64_t t0, int64_t t1,
-                   const AttentionLayout& L, float* ws) {
+namespace {
+
+void forward(const AttentionArgs& a, const AttentionTasks& tasks, int64_t t0, int64_t t1,
+             const AttentionLayout& L, float* ws) {
   attention_tasks<V, 6, 2>(a, tasks, t0, t1, L, ws);
 }
+
+void backward(const AttentionArgs& a, const AttentionGradArgs& g, int64_t t0, int64_t t1,
+              const AttentionBackwardLayout& L, float* ws) {
+  attention_backward_tasks<V, 6, 2>(a, g, t0, t1, L, ws);
+}
+
+}  // namespace
+
+const AttentionKernels attention_f32 = {&forward, &backward, &dropout_rows_impl<V>};
 
 }  // namespace mbk::ops::avx2

@@ -10,9 +10,20 @@ namespace mbk::ops::neon {
 
 using V = simd::neon::VecF32;
 
-void attention_f32(const AttentionArgs& a, const AttentionTasks& tasks, int64_t t0, int64_t t1,
-                   const AttentionLayout& L, float* ws) {
+namespace {
+
+void forward(const AttentionArgs& a, const AttentionTasks& tasks, int64_t t0, int64_t t1,
+             const AttentionLayout& L, float* ws) {
   attention_tasks<V, 6, 4>(a, tasks, t0, t1, L, ws);
 }
+
+void backward(const AttentionArgs& a, const AttentionGradArgs& g, int64_t t0, int64_t t1,
+              const AttentionBackwardLayout& L, float* ws) {
+  attention_backward_tasks<V, 6, 4>(a, g, t0, t1, L, ws);
+}
+
+}  // namespace
+
+const AttentionKernels attention_f32 = {&forward, &backward, &dropout_rows_impl<V>};
 
 }  // namespace mbk::ops::neon

@@ -9,34 +9,17 @@
 #include "gemm/gemm_kernels.h"
 #include "ops/attention.h"
 #include "ops/linear_norm.h"
+#include "ops/nonorm.h"
 #include "scratch.h"
 
 namespace mbk::ops {
 namespace {
 
-// Where each projection lands in the two GEMMs' outputs A (over h) and B (over the bottleneck),
-// as (buffer, first column); the buffers' widths are in segments of `width`.
-struct Layout {
-  int64_t a_segments, b_segments;  // widths of A and B in units of width (B: 0 = no second GEMM)
-  int q, k, v;                     // segment index: < a_segments in A, else in B (minus a_segments)
-  bool residual_in_a;              // the residual is A's segment 0 (b), else h itself
-};
-
-Layout layout(AttentionMode mode) {
-  switch (mode) {
-    case AttentionMode::shared: return {3, 2, 3, 4, 2, true};      // A [b|s|V], B [Q|K] from s
-    case AttentionMode::bottleneck: return {1, 3, 1, 2, 3, true};  // A [b], B [Q|K|V] from b
-    case AttentionMode::full: return {4, 0, 1, 2, 3, true};        // A [b|Q|K|V]
-    case AttentionMode::none: return {3, 0, 0, 1, 2, false};       // A [Q|K|V]
-  }
-  throw std::invalid_argument("bottleneck_attention_forward: unknown mode");
-}
-
 int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
 struct Sizes {
   int64_t rows, hidden, width, head_dim;
-  Layout L;
+  ProjectionLayout L;
 };
 
 Sizes check(const BottleneckAttentionWeights& w, int64_t batch, int64_t seq) {
@@ -47,7 +30,7 @@ Sizes check(const BottleneckAttentionWeights& w, int64_t batch, int64_t seq) {
   if (batch < 0 || seq < 0) fail("batch and seq must be >= 0");
   if (w.heads < 1) fail("heads must be >= 1, got " + std::to_string(w.heads));
   if (w.norm == gemm::Norm::none) fail("norm must be nonorm or layernorm");
-  const Layout L = layout(w.mode);
+  const ProjectionLayout L = projection_layout(w.mode);
   const int64_t width = w.output->n(), hidden = w.over_h->k();
   if (w.output->k() != width)
     fail("output weight must be [width, width], got [" + std::to_string(width) + ", " +
@@ -81,6 +64,33 @@ AttentionArgs attention_args(const Sizes& s, int64_t batch, int64_t seq, int64_t
 
 }  // namespace
 
+ProjectionLayout projection_layout(AttentionMode mode) {
+  switch (mode) {
+    case AttentionMode::shared: return {3, 2, 3, 4, 2, true};      // A [b|s|V], B [Q|K] from s
+    case AttentionMode::bottleneck: return {1, 3, 1, 2, 3, true};  // A [b], B [Q|K|V] from b
+    case AttentionMode::full: return {4, 0, 1, 2, 3, true};        // A [b|Q|K|V]
+    case AttentionMode::none: return {3, 0, 0, 1, 2, false};       // A [Q|K|V]
+  }
+  throw std::invalid_argument("bottleneck_attention_forward: unknown mode");
+}
+
+void set_projections(AttentionArgs& at, const ProjectionLayout& L, const float* a,
+                     const float* b, int64_t width, int64_t seq) {
+  const int64_t na = L.a_segments * width, nb = L.b_segments * width;
+  const auto segment = [&](int i) -> std::pair<const float*, int64_t> {
+    return i < L.a_segments ? std::make_pair(a + i * width, na)
+                            : std::make_pair(b + (i - L.a_segments) * width, nb);
+  };
+  const auto strides = [&](int64_t ld) { return HeadStrides{seq * ld, at.head_dim, ld}; };
+  int64_t ld;
+  std::tie(at.q, ld) = segment(L.q);
+  at.q_strides = strides(ld);
+  std::tie(at.k, ld) = segment(L.k);
+  at.k_strides = strides(ld);
+  std::tie(at.v, ld) = segment(L.v);
+  at.v_strides = strides(ld);
+}
+
 size_t bottleneck_attention_workspace_floats(const BottleneckAttentionWeights& w, int64_t batch,
                                              int64_t seq, int num_threads) {
   const Sizes s = check(w, batch, seq);
@@ -93,7 +103,8 @@ size_t bottleneck_attention_workspace_floats(const BottleneckAttentionWeights& w
 void bottleneck_attention_forward(const BottleneckAttentionWeights& w, const float* h,
                                   int64_t ldh, int64_t batch, int64_t seq,
                                   const uint8_t* key_mask, float* out, float* scores,
-                                  int num_threads, float* workspace) {
+                                  int num_threads, float* workspace,
+                                  const BottleneckAttentionDropout& dropout) {
   const Sizes s = check(w, batch, seq);
   if (s.rows == 0 || s.width == 0) return;
   const int64_t width = s.width, na = s.L.a_segments * width, nb = s.L.b_segments * width;
@@ -144,31 +155,45 @@ void bottleneck_attention_forward(const BottleneckAttentionWeights& w, const flo
     const float* src = a + (has_s ? width : 0);
     gemm::gemm(src, na, s.rows, *w.over_bottleneck, b, nb, gemm::Epilogue{}, num_threads);
   }
-  const auto segment = [&](int i) -> std::pair<const float*, int64_t> {
-    return i < s.L.a_segments ? std::make_pair(a + i * width, na)
-                              : std::make_pair(b + (i - s.L.a_segments) * width, nb);
-  };
   AttentionArgs at = attention_args(s, batch, seq, w.heads);
-  const auto strides = [&](int64_t ld) { return HeadStrides{seq * ld, s.head_dim, ld}; };
-  int64_t ld;
-  std::tie(at.q, ld) = segment(s.L.q);
-  at.q_strides = strides(ld);
-  std::tie(at.k, ld) = segment(s.L.k);
-  at.k_strides = strides(ld);
-  std::tie(at.v, ld) = segment(s.L.v);
-  at.v_strides = strides(ld);
+  set_projections(at, s.L, a, b, width, seq);
   at.key_mask = key_mask;
   at.mask_batch_stride = seq;
   at.ctx = ctx;
-  at.ctx_strides = strides(width);
+  at.ctx_strides = HeadStrides{seq * width, s.head_dim, width};
   at.scores = scores;
+  at.dropout = dropout.attn;
   attention_forward(at, num_threads, attention_ws);
 
   // out = N(ctx Woᵀ + bo + residual), residual b (A's segment 0) or h.
   const float* residual = has_b ? a : h;
   const int64_t ld_residual = has_b ? na : ldh;
-  linear_norm_forward(ctx, width, s.rows, *w.output, residual, ld_residual, w.norm,
-                      w.output_norm_weight, w.output_norm_bias, w.eps, out, width, num_threads);
+  if (!dropout.hidden.active) {
+    linear_norm_forward(ctx, width, s.rows, *w.output, residual, ld_residual, w.norm,
+                        w.output_norm_weight, w.output_norm_bias, w.eps, out, width, num_threads);
+    return;
+  }
+  // Hidden dropout sits between the GEMM and the residual: the GEMM without epilogue, dropout
+  // plus residual in one pass, then the norm in place.
+  gemm::gemm(ctx, width, s.rows, *w.output, out, width, gemm::Epilogue{}, num_threads);
+  dropout_rows(out, width, s.rows, width, dropout.hidden, 0, residual, ld_residual, num_threads);
+  output_norm_rows(w, out, s.rows, width, num_threads);
+}
+
+void output_norm_rows(const BottleneckAttentionWeights& w, float* y, int64_t rows, int64_t width,
+                      int num_threads) {
+  if (w.norm == gemm::Norm::nonorm) {
+    nonorm_forward(y, nullptr, w.output_norm_weight, w.output_norm_bias, y, rows, width,
+                   num_threads);
+    return;
+  }
+  const gemm::IsaGemm& kern = gemm::isa_gemm(w.output->isa());
+  const int nt = rows * width >= (1 << 14) ? std::max(num_threads, 1) : 1;
+  gemm::parallel(nt, [&](int tid, int threads) {
+    const int64_t r0 = rows * tid / threads, r1 = rows * (tid + 1) / threads;
+    kern.layernorm_rows(y + r0 * width, width, r1 - r0, width, w.output_norm_weight,
+                        w.output_norm_bias, w.eps);
+  });
 }
 
 }  // namespace mbk::ops

@@ -12,7 +12,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "dropout.h"
 #include "gemm/gemm.h"
+#include "ops/attention.h"
 
 namespace mbk::ops {
 
@@ -41,6 +43,26 @@ struct BottleneckAttentionWeights {
   int64_t heads;
 };
 
+// Where each projection lands in the two GEMMs' outputs A (over h) and B (over the bottleneck),
+// as segment indices of `width` columns (below a_segments in A, else in B minus a_segments).
+struct ProjectionLayout {
+  int64_t a_segments, b_segments;  // widths of A and B in segments (B: 0 = no second GEMM)
+  int q, k, v;
+  bool residual_in_a;  // the residual is A's segment 0 (b), else h itself
+};
+ProjectionLayout projection_layout(AttentionMode mode);
+
+// Points at's q, k, v (as [B, H, S, D] views) into A [rows, a_segments·width] and B
+// [rows, b_segments·width]; at.head_dim must be set.
+void set_projections(AttentionArgs& at, const ProjectionLayout& L, const float* a,
+                     const float* b, int64_t width, int64_t seq);
+
+// Training's dropout sites (dropout.h; reference.py's streams): on the attention probabilities
+// [B, H, S, S] and on the output projection ctx Woᵀ + bo [B, S, width], before the residual.
+struct BottleneckAttentionDropout {
+  DropoutMask attn, hidden;
+};
+
 // Floats of workspace bottleneck_attention_forward needs.
 size_t bottleneck_attention_workspace_floats(const BottleneckAttentionWeights& w, int64_t batch,
                                              int64_t seq, int num_threads);
@@ -52,6 +74,11 @@ size_t bottleneck_attention_workspace_floats(const BottleneckAttentionWeights& w
 void bottleneck_attention_forward(const BottleneckAttentionWeights& w, const float* h,
                                   int64_t ldh, int64_t batch, int64_t seq,
                                   const uint8_t* key_mask, float* out, float* scores,
-                                  int num_threads, float* workspace = nullptr);
+                                  int num_threads, float* workspace = nullptr,
+                                  const BottleneckAttentionDropout& dropout = {});
+
+// y [rows, width] contiguous = N(y) in place with the output norm's parameters.
+void output_norm_rows(const BottleneckAttentionWeights& w, float* y, int64_t rows, int64_t width,
+                      int num_threads);
 
 }  // namespace mbk::ops

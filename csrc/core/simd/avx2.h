@@ -37,6 +37,23 @@ struct VecF32 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
   }
   static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  // Dropout (dropout.h) on W elements: lane i is element base + offsets[i] (uint32, wrapping);
+  // scale where lowbias32(idx ^ key) >= threshold, else 0.
+  static reg dropout_multiplier(uint32_t base, const int32_t* offsets, uint32_t key,
+                                uint32_t threshold, float scale) {
+    __m256i x = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(base)),
+                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offsets)));
+    x = _mm256_xor_si256(x, _mm256_set1_epi32(static_cast<int32_t>(key)));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7FEB352D));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(static_cast<int32_t>(0x846CA68Bu)));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    // Unsigned x >= t  <=>  max_u(x, t) == x.
+    const __m256i t = _mm256_set1_epi32(static_cast<int32_t>(threshold));
+    const __m256i keep = _mm256_cmpeq_epi32(_mm256_max_epu32(x, t), x);
+    return _mm256_and_ps(_mm256_castsi256_ps(keep), _mm256_set1_ps(scale));
+  }
   static float reduce_add(reg v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

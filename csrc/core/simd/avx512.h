@@ -4,6 +4,8 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace mbk::simd::avx512 {
 
 struct VecF32 {
@@ -31,6 +33,22 @@ struct VecF32 {
     return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
   }
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  // Dropout (dropout.h) on W elements: lane i is element base + offsets[i] (uint32, wrapping);
+  // scale where lowbias32(idx ^ key) >= threshold, else 0.
+  static reg dropout_multiplier(uint32_t base, const int32_t* offsets, uint32_t key,
+                                uint32_t threshold, float scale) {
+    __m512i x = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(base)),
+                                 _mm512_loadu_si512(offsets));
+    x = _mm512_xor_si512(x, _mm512_set1_epi32(static_cast<int32_t>(key)));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int32_t>(0x846CA68Bu)));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    const __mmask16 keep =
+        _mm512_cmpge_epu32_mask(x, _mm512_set1_epi32(static_cast<int32_t>(threshold)));
+    return _mm512_maskz_mov_ps(keep, _mm512_set1_ps(scale));
+  }
   static float reduce_add(reg v) { return _mm512_reduce_add_ps(v); }
 };
 

@@ -12,6 +12,8 @@
 #include <simde/arm/neon.h>
 #endif
 
+#include <cstdint>
+
 namespace mbk::simd::neon {
 
 struct VecF32 {
@@ -47,6 +49,20 @@ struct VecF32 {
   // vfmaq_f32(c, a, b) = c + a * b, fused (fmla).
   static reg fmadd(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }
   static float reduce_add(reg v) { return vaddvq_f32(v); }
+  // Dropout (dropout.h) on W elements: lane i is element base + offsets[i] (uint32, wrapping);
+  // scale where lowbias32(idx ^ key) >= threshold, else 0.
+  static reg dropout_multiplier(uint32_t base, const int32_t* offsets, uint32_t key,
+                                uint32_t threshold, float scale) {
+    uint32x4_t x = vaddq_u32(vdupq_n_u32(base), vreinterpretq_u32_s32(vld1q_s32(offsets)));
+    x = veorq_u32(x, vdupq_n_u32(key));
+    x = veorq_u32(x, vshrq_n_u32(x, 16));
+    x = vmulq_u32(x, vdupq_n_u32(0x7FEB352Du));
+    x = veorq_u32(x, vshrq_n_u32(x, 15));
+    x = vmulq_u32(x, vdupq_n_u32(0x846CA68Bu));
+    x = veorq_u32(x, vshrq_n_u32(x, 16));
+    const uint32x4_t keep = vcgeq_u32(x, vdupq_n_u32(threshold));
+    return vreinterpretq_f32_u32(vandq_u32(keep, vreinterpretq_u32_f32(vdupq_n_f32(scale))));
+  }
 };
 
 }  // namespace mbk::simd::neon

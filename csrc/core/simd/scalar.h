@@ -2,6 +2,10 @@
 // avx2.h / avx512.h / neon.h, so one kernel template serves every ISA.
 #pragma once
 
+#include <cstdint>
+
+#include "dropout.h"
+
 namespace mbk::simd::scalar {
 
 template <typename T>
@@ -35,6 +39,11 @@ struct VecT {
   // a * b + c
   static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
   static T reduce_add(reg v) { return v; }
+  // Dropout (dropout.h) on the one element base + offsets[0] (uint32, wrapping).
+  static reg dropout_multiplier(uint32_t base, const int32_t* offsets, uint32_t key,
+                                uint32_t threshold, float scale) {
+    return mix32((base + static_cast<uint32_t>(offsets[0])) ^ key) >= threshold ? T(scale) : T(0);
+  }
 };
 
 using VecF32 = VecT<float>;
