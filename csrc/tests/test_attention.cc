@@ -52,38 +52,57 @@ double rel_err_rows(const std::vector<double>& out, const std::vector<double>& r
   return worst;
 }
 
-void run_case(const Case& c, int threads, bool own_workspace, std::mt19937& rng) {
+// A case's random q, k, v, its mask and a NaN-filled context, with the core's arguments over them
+// (the vectors' buffers stay put when the struct is moved).
+struct Operands {
+  std::vector<float> q, k, v, ctx;
+  std::vector<uint8_t> mask;
+  mbk::ops::AttentionArgs a;
+};
+
+std::vector<float> random_floats(size_t n, float scale, std::mt19937& rng) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  const auto fill = [&](std::vector<float>& x, float scale) {
-    for (float& e : x) e = scale * normal(rng);
-  };
-  std::vector<float> q(c.b * c.sq * c.h * c.d), k(c.b * c.sk * c.h * c.d), v(k.size());
-  fill(q, c.spread);
-  fill(k, c.spread);
-  fill(v, 1.0f);
-  std::vector<uint8_t> mask(c.b * c.sk, 1);
+  std::vector<float> x(n);
+  for (float& e : x) e = scale * normal(rng);
+  return x;
+}
+
+Operands make_operands(const Case& c, std::mt19937& rng) {
+  Operands o;
+  o.q = random_floats(c.b * c.sq * c.h * c.d, c.spread, rng);
+  o.k = random_floats(c.b * c.sk * c.h * c.d, c.spread, rng);
+  o.v = random_floats(o.k.size(), 1.0f, rng);
+  o.ctx.assign(o.q.size(), NAN);
+  o.mask.assign(c.b * c.sk, 1);
   for (int64_t b = 0; b < c.b && c.mask > 0; ++b) {
     const int64_t keep = (c.mask == 2 && b == c.b - 1) ? 0 : std::max<int64_t>(1, c.sk - 3 * b);
-    for (int64_t j = keep; j < c.sk; ++j) mask[b * c.sk + j] = 0;
+    for (int64_t j = keep; j < c.sk; ++j) o.mask[b * c.sk + j] = 0;
   }
-  std::vector<float> ctx(q.size(), NAN), scores(c.scores ? c.b * c.h * c.sq * c.sk : 0, NAN);
-
-  mbk::ops::AttentionArgs a;
+  mbk::ops::AttentionArgs& a = o.a;
   a.batch = c.b;
   a.heads = c.h;
   a.seq_q = c.sq;
   a.seq_k = c.sk;
   a.head_dim = c.d;
-  a.q = q.data();
+  a.q = o.q.data();
   a.q_strides = strides(c, c.sq);
-  a.k = k.data();
+  a.k = o.k.data();
   a.k_strides = strides(c, c.sk);
-  a.v = v.data();
+  a.v = o.v.data();
   a.v_strides = strides(c, c.sk);
-  a.key_mask = c.mask > 0 ? mask.data() : nullptr;
+  a.key_mask = c.mask > 0 ? o.mask.data() : nullptr;
   a.mask_batch_stride = c.sk;
-  a.ctx = ctx.data();
+  a.ctx = o.ctx.data();
   a.ctx_strides = strides(c, c.sq);
+  return o;
+}
+
+void run_case(const Case& c, int threads, bool own_workspace, std::mt19937& rng) {
+  Operands o = make_operands(c, rng);
+  const std::vector<float>&q = o.q, &k = o.k, &v = o.v, &ctx = o.ctx;
+  const std::vector<uint8_t>& mask = o.mask;
+  mbk::ops::AttentionArgs& a = o.a;
+  std::vector<float> scores(c.scores ? c.b * c.h * c.sq * c.sk : 0, NAN);
   a.scores = c.scores ? scores.data() : nullptr;
   std::vector<float> ws;
   if (own_workspace) ws.assign(mbk::ops::attention_workspace_floats(a, threads), NAN);
@@ -145,38 +164,15 @@ void run_case(const Case& c, int threads, bool own_workspace, std::mt19937& rng)
 // for dctx, with the dropout mask of dropout.h and optionally a gradient on the scores; the
 // context with the same dropout checked too.
 void run_backward_case(const Case& c, double p, int threads, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  const auto filled = [&](size_t n, float scale) {
-    std::vector<float> x(n);
-    for (float& e : x) e = scale * normal(rng);
-    return x;
-  };
-  const int64_t nq = c.b * c.sq * c.h * c.d, nk = c.b * c.sk * c.h * c.d;
-  const std::vector<float> q = filled(nq, c.spread), k = filled(nk, c.spread), v = filled(nk, 1.0f);
-  const std::vector<float> dctx = filled(nq, 1.0f);
-  const std::vector<float> dscores = c.scores ? filled(c.b * c.h * c.sq * c.sk, 1.0f) : std::vector<float>();
-  std::vector<uint8_t> mask(c.b * c.sk, 1);
-  for (int64_t b = 0; b < c.b && c.mask > 0; ++b) {
-    const int64_t keep = (c.mask == 2 && b == c.b - 1) ? 0 : std::max<int64_t>(1, c.sk - 3 * b);
-    for (int64_t j = keep; j < c.sk; ++j) mask[b * c.sk + j] = 0;
-  }
-  std::vector<float> ctx(nq, NAN), dq(nq, NAN), dk(nk, NAN), dv(nk, NAN);
-  mbk::ops::AttentionArgs a;
-  a.batch = c.b;
-  a.heads = c.h;
-  a.seq_q = c.sq;
-  a.seq_k = c.sk;
-  a.head_dim = c.d;
-  a.q = q.data();
-  a.q_strides = strides(c, c.sq);
-  a.k = k.data();
-  a.k_strides = strides(c, c.sk);
-  a.v = v.data();
-  a.v_strides = strides(c, c.sk);
-  a.key_mask = c.mask > 0 ? mask.data() : nullptr;
-  a.mask_batch_stride = c.sk;
-  a.ctx = ctx.data();
-  a.ctx_strides = strides(c, c.sq);
+  Operands o = make_operands(c, rng);
+  const std::vector<float>&q = o.q, &k = o.k, &v = o.v, &ctx = o.ctx;
+  const std::vector<uint8_t>& mask = o.mask;
+  mbk::ops::AttentionArgs& a = o.a;
+  const int64_t nq = q.size(), nk = k.size();
+  const std::vector<float> dctx = random_floats(nq, 1.0f, rng);
+  const std::vector<float> dscores =
+      c.scores ? random_floats(c.b * c.h * c.sq * c.sk, 1.0f, rng) : std::vector<float>();
+  std::vector<float> dq(nq, NAN), dk(nk, NAN), dv(nk, NAN);
   a.dropout = mbk::dropout_mask(p, 99, 0);
   mbk::ops::attention_forward(a, threads);
   mbk::ops::AttentionGradArgs g;
