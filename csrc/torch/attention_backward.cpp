@@ -308,11 +308,7 @@ std::vector<at::Tensor> bottleneck_attention_backward(
   pr.mask = key_mask_bytes(key_mask, pr.batch, pr.seq, op);
   pr.dropout = {dropout_of(attn_dropout_p, seed, kAttnStream, op),
                 dropout_of(hidden_dropout_p, seed, kHiddenStream, op)};
-  pr.w = {&input_weight,     &input_bias,      &input_norm_weight,     &input_norm_bias,
-          &attention_weight, &attention_bias,  &attention_norm_weight, &attention_norm_bias,
-          &query_weight,     &query_bias,      &key_weight,            &key_bias,
-          &value_weight,     &value_bias,      &output_weight,         &output_bias,
-          &output_norm_weight, &output_norm_bias};
+  pr.w = t.all();
   check_grad(grad, {pr.batch, pr.seq, pr.width}, op);
   check_needs(needs, 2 + kWeights + 1, op);
   const at::Tensor dscores =
