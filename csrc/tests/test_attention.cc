@@ -1,4 +1,5 @@
-// attention_forward on every compiled-and-supported ISA against a double-precision reference:
+// attention_forward and attention_backward (with dropout, and a gradient on the scores) on every
+// compiled-and-supported ISA against a double-precision reference:
 // sequence lengths below, at and above the tiles (1, 7, 16, 33, 129), head sizes 7, 32 and 64,
 // both operand layouts ([B, S, H·D] and [B, H, S, D]), no mask / right padding / a batch with no
 // attended key, the optional scores, 1 and 2 threads, caller workspace or the built-in one; plus
@@ -51,38 +52,57 @@ double rel_err_rows(const std::vector<double>& out, const std::vector<double>& r
   return worst;
 }
 
-void run_case(const Case& c, int threads, bool own_workspace, std::mt19937& rng) {
+// A case's random q, k, v, its mask and a NaN-filled context, with the core's arguments over them
+// (the vectors' buffers stay put when the struct is moved).
+struct Operands {
+  std::vector<float> q, k, v, ctx;
+  std::vector<uint8_t> mask;
+  mbk::ops::AttentionArgs a;
+};
+
+std::vector<float> random_floats(size_t n, float scale, std::mt19937& rng) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  const auto fill = [&](std::vector<float>& x, float scale) {
-    for (float& e : x) e = scale * normal(rng);
-  };
-  std::vector<float> q(c.b * c.sq * c.h * c.d), k(c.b * c.sk * c.h * c.d), v(k.size());
-  fill(q, c.spread);
-  fill(k, c.spread);
-  fill(v, 1.0f);
-  std::vector<uint8_t> mask(c.b * c.sk, 1);
+  std::vector<float> x(n);
+  for (float& e : x) e = scale * normal(rng);
+  return x;
+}
+
+Operands make_operands(const Case& c, std::mt19937& rng) {
+  Operands o;
+  o.q = random_floats(c.b * c.sq * c.h * c.d, c.spread, rng);
+  o.k = random_floats(c.b * c.sk * c.h * c.d, c.spread, rng);
+  o.v = random_floats(o.k.size(), 1.0f, rng);
+  o.ctx.assign(o.q.size(), NAN);
+  o.mask.assign(c.b * c.sk, 1);
   for (int64_t b = 0; b < c.b && c.mask > 0; ++b) {
     const int64_t keep = (c.mask == 2 && b == c.b - 1) ? 0 : std::max<int64_t>(1, c.sk - 3 * b);
-    for (int64_t j = keep; j < c.sk; ++j) mask[b * c.sk + j] = 0;
+    for (int64_t j = keep; j < c.sk; ++j) o.mask[b * c.sk + j] = 0;
   }
-  std::vector<float> ctx(q.size(), NAN), scores(c.scores ? c.b * c.h * c.sq * c.sk : 0, NAN);
-
-  mbk::ops::AttentionArgs a;
+  mbk::ops::AttentionArgs& a = o.a;
   a.batch = c.b;
   a.heads = c.h;
   a.seq_q = c.sq;
   a.seq_k = c.sk;
   a.head_dim = c.d;
-  a.q = q.data();
+  a.q = o.q.data();
   a.q_strides = strides(c, c.sq);
-  a.k = k.data();
+  a.k = o.k.data();
   a.k_strides = strides(c, c.sk);
-  a.v = v.data();
+  a.v = o.v.data();
   a.v_strides = strides(c, c.sk);
-  a.key_mask = c.mask > 0 ? mask.data() : nullptr;
+  a.key_mask = c.mask > 0 ? o.mask.data() : nullptr;
   a.mask_batch_stride = c.sk;
-  a.ctx = ctx.data();
+  a.ctx = o.ctx.data();
   a.ctx_strides = strides(c, c.sq);
+  return o;
+}
+
+void run_case(const Case& c, int threads, bool own_workspace, std::mt19937& rng) {
+  Operands o = make_operands(c, rng);
+  const std::vector<float>&q = o.q, &k = o.k, &v = o.v, &ctx = o.ctx;
+  const std::vector<uint8_t>& mask = o.mask;
+  mbk::ops::AttentionArgs& a = o.a;
+  std::vector<float> scores(c.scores ? c.b * c.h * c.sq * c.sk : 0, NAN);
   a.scores = c.scores ? scores.data() : nullptr;
   std::vector<float> ws;
   if (own_workspace) ws.assign(mbk::ops::attention_workspace_floats(a, threads), NAN);
@@ -140,6 +160,97 @@ void run_case(const Case& c, int threads, bool own_workspace, std::mt19937& rng)
   }
 }
 
+// attention_backward (and the forward's dropout) against a double-precision reference: dq, dk, dv
+// for dctx, with the dropout mask of dropout.h and optionally a gradient on the scores; the
+// context with the same dropout checked too.
+void run_backward_case(const Case& c, double p, int threads, std::mt19937& rng) {
+  Operands o = make_operands(c, rng);
+  const std::vector<float>&q = o.q, &k = o.k, &v = o.v, &ctx = o.ctx;
+  const std::vector<uint8_t>& mask = o.mask;
+  mbk::ops::AttentionArgs& a = o.a;
+  const int64_t nq = q.size(), nk = k.size();
+  const std::vector<float> dctx = random_floats(nq, 1.0f, rng);
+  const std::vector<float> dscores =
+      c.scores ? random_floats(c.b * c.h * c.sq * c.sk, 1.0f, rng) : std::vector<float>();
+  std::vector<float> dq(nq, NAN), dk(nk, NAN), dv(nk, NAN);
+  a.dropout = mbk::dropout_mask(p, 99, 0);
+  mbk::ops::attention_forward(a, threads);
+  mbk::ops::AttentionGradArgs g;
+  g.dctx = dctx.data();
+  g.dctx_strides = a.ctx_strides;
+  g.dscores = c.scores ? dscores.data() : nullptr;
+  g.dq = dq.data();
+  g.dq_strides = a.q_strides;
+  g.dk = dk.data();
+  g.dk_strides = a.k_strides;
+  g.dv = dv.data();
+  g.dv_strides = a.v_strides;
+  // An exact-size workspace of its own: AddressSanitizer sees any read or write past its end.
+  std::vector<float> ws(mbk::ops::attention_backward_workspace_floats(a, threads), NAN);
+  mbk::ops::attention_backward(a, g, threads, ws.data());
+
+  const auto at = [](const std::vector<float>& x, mbk::ops::HeadStrides st, int64_t b, int64_t h,
+                     int64_t s, int64_t e) { return double(x[b * st.batch + h * st.head + s * st.row + e]); };
+  const int64_t qrows = c.b * c.h * c.sq, krows = c.b * c.h * c.sk;
+  std::vector<double> rctx(qrows * c.d, 0.0), rdq(qrows * c.d, 0.0), rdk(krows * c.d, 0.0),
+      rdv(krows * c.d, 0.0), octx(qrows * c.d), odq(qrows * c.d), odk(krows * c.d), odv(krows * c.d);
+  const double isd = 1.0 / std::sqrt(double(c.d));
+  std::vector<double> pr(c.sk), f(c.sk), ds(c.sk);
+  for (int64_t b = 0; b < c.b; ++b)
+    for (int64_t h = 0; h < c.h; ++h) {
+      int64_t attended = 0;
+      for (int64_t j = 0; j < c.sk; ++j) attended += c.mask == 0 || mask[b * c.sk + j];
+      for (int64_t i = 0; i < c.sq; ++i) {
+        const int64_t bh = b * c.h + h, row = bh * c.sq + i;
+        double mx = -DBL_MAX, sum = 0.0, delta = 0.0;
+        for (int64_t j = 0; j < c.sk; ++j) {
+          const bool on = c.mask == 0 || mask[b * c.sk + j];
+          double dot = 0.0;
+          for (int64_t e = 0; e < c.d; ++e) dot += at(q, a.q_strides, b, h, i, e) * at(k, a.k_strides, b, h, j, e);
+          pr[j] = attended == 0 ? 0.0 : on ? dot * isd : -INFINITY;
+          mx = std::max(mx, pr[j]);
+          f[j] = mbk::dropout_factor(a.dropout, uint64_t((bh * c.sq + i) * c.sk + j));
+        }
+        for (double& s : pr) sum += (s = std::exp(s - mx));
+        for (int64_t j = 0; j < c.sk; ++j) {
+          pr[j] /= sum;
+          double dp = 0.0;
+          for (int64_t e = 0; e < c.d; ++e) dp += at(dctx, g.dctx_strides, b, h, i, e) * at(v, a.v_strides, b, h, j, e);
+          ds[j] = dp * f[j];
+          delta += pr[j] * ds[j];
+        }
+        for (int64_t j = 0; j < c.sk; ++j) {
+          const bool on = attended > 0 && (c.mask == 0 || mask[b * c.sk + j]);
+          ds[j] = on ? (pr[j] * (ds[j] - delta) + (c.scores ? dscores[row * c.sk + j] : 0.0)) * isd : 0.0;
+          for (int64_t e = 0; e < c.d; ++e) {
+            rctx[row * c.d + e] += pr[j] * f[j] * at(v, a.v_strides, b, h, j, e);
+            rdq[row * c.d + e] += ds[j] * at(k, a.k_strides, b, h, j, e);
+            rdk[(bh * c.sk + j) * c.d + e] += ds[j] * at(q, a.q_strides, b, h, i, e);
+            rdv[(bh * c.sk + j) * c.d + e] += pr[j] * f[j] * at(dctx, g.dctx_strides, b, h, i, e);
+          }
+        }
+        for (int64_t e = 0; e < c.d; ++e) {
+          octx[row * c.d + e] = at(ctx, a.ctx_strides, b, h, i, e);
+          odq[row * c.d + e] = at(dq, g.dq_strides, b, h, i, e);
+        }
+      }
+      for (int64_t j = 0; j < c.sk; ++j)
+        for (int64_t e = 0; e < c.d; ++e) {
+          odk[((b * c.h + h) * c.sk + j) * c.d + e] = at(dk, g.dk_strides, b, h, j, e);
+          odv[((b * c.h + h) * c.sk + j) * c.d + e] = at(dv, g.dv_strides, b, h, j, e);
+        }
+    }
+  const char* isa = mbk::isa_name(mbk::active_isa());
+  const double errs[] = {rel_err_rows(octx, rctx, qrows, c.d), rel_err_rows(odq, rdq, qrows, c.d),
+                         rel_err_rows(odk, rdk, krows, c.d), rel_err_rows(odv, rdv, krows, c.d)};
+  const char* names[] = {"ctx", "dq", "dk", "dv"};
+  for (int i = 0; i < 4; ++i)
+    CHECK(errs[i] <= 1e-5, "%s: backward %s rel err %.3g at b=%lld h=%lld sq=%lld sk=%lld d=%lld "
+          "layout=%s mask=%d p=%.2f dscores=%d threads=%d", isa, names[i], errs[i], (long long)c.b,
+          (long long)c.h, (long long)c.sq, (long long)c.sk, (long long)c.d,
+          c.heads_outer ? "BHSD" : "BSHD", c.mask, p, int(c.scores), threads);
+}
+
 // The message of the std::invalid_argument attention_forward throws for a ("" if none).
 std::string error_of(const mbk::ops::AttentionArgs& a) {
   try {
@@ -182,6 +293,7 @@ int main() {
       for (int threads : {1, 2}) {
         run_case(c, threads, false, rng);
         run_case(c, threads, true, rng);
+        run_backward_case(c, threads == 1 ? 0.0 : 0.2, threads, rng);
       }
   }
   check_errors();

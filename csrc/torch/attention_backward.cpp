@@ -223,13 +223,17 @@ std::vector<at::Tensor> backward(const Problem& pr, const Intermediates& im, con
     return at::cat(ws, 0);
   };
   // Weight and bias gradients of a GEMM's segments [first, first + count) over input x.
-  // (A normalized segment's bias gradient comes from its norm's backward, already in gw.)
+  // One GEMM for the stacked weights' gradients (a wider product runs nearer the machine's peak
+  // than one per weight), split into separate tensors (outputs may not alias each other). A
+  // normalized segment's bias gradient comes from its norm's backward, already in gw.
   const auto linear_grads = [&](const at::Tensor& g, int first, int count, const at::Tensor& x) {
+    bool any = false;
+    for (int i = 0; i < count; ++i) any = any || need(weight_of[first + i]);
+    const at::Tensor stacked_grad = any ? at::mm(g.t(), x) : at::Tensor();
     for (int i = 0; i < count; ++i) {
       const int wi = weight_of[first + i];
-      const at::Tensor gs = seg(g, i);
-      if (need(wi)) gw[wi] = at::mm(gs.t(), x);
-      if (need(wi + 1) && !gw[wi + 1].defined()) gw[wi + 1] = gs.sum(0);
+      if (need(wi)) gw[wi] = count == 1 ? stacked_grad : stacked_grad.narrow(0, i * width, width).clone();
+      if (need(wi + 1) && !gw[wi + 1].defined()) gw[wi + 1] = seg(g, i).sum(0);
     }
   };
 
@@ -304,11 +308,7 @@ std::vector<at::Tensor> bottleneck_attention_backward(
   pr.mask = key_mask_bytes(key_mask, pr.batch, pr.seq, op);
   pr.dropout = {dropout_of(attn_dropout_p, seed, kAttnStream, op),
                 dropout_of(hidden_dropout_p, seed, kHiddenStream, op)};
-  pr.w = {&input_weight,     &input_bias,      &input_norm_weight,     &input_norm_bias,
-          &attention_weight, &attention_bias,  &attention_norm_weight, &attention_norm_bias,
-          &query_weight,     &query_bias,      &key_weight,            &key_bias,
-          &value_weight,     &value_bias,      &output_weight,         &output_bias,
-          &output_norm_weight, &output_norm_bias};
+  pr.w = t.all();
   check_grad(grad, {pr.batch, pr.seq, pr.width}, op);
   check_needs(needs, 2 + kWeights + 1, op);
   const at::Tensor dscores =

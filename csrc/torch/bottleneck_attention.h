@@ -24,6 +24,15 @@ struct BottleneckAttentionTensors {
   const std::optional<at::Tensor>&value_weight, &value_bias;
   const std::optional<at::Tensor>&output_weight, &output_bias, &output_norm_weight,
       &output_norm_bias;
+
+  // All 18 in schema order.
+  std::vector<const std::optional<at::Tensor>*> all() const {
+    return {&input_weight,     &input_bias,      &input_norm_weight,     &input_norm_bias,
+            &attention_weight, &attention_bias,  &attention_norm_weight, &attention_norm_bias,
+            &query_weight,     &query_bias,      &key_weight,            &key_bias,
+            &value_weight,     &value_bias,      &output_weight,         &output_bias,
+            &output_norm_weight, &output_norm_bias};
+  }
 };
 
 // The core's weights plus what keeps their memory alive.

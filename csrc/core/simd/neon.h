@@ -49,6 +49,17 @@ struct VecF32 {
   // vfmaq_f32(c, a, b) = c + a * b, fused (fmla).
   static reg fmadd(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }
   static float reduce_add(reg v) { return vaddvq_f32(v); }
+  // uint32 lane products modulo 2³². AArch64: one mul. SIMDe's portable vmulq_u32 multiplies as
+  // signed int (overflow is undefined behaviour, which UBSan reports), so through SIMDe the low
+  // halves of widening products are taken instead.
+  static uint32x4_t mul_u32(uint32x4_t a, uint32x4_t b) {
+#if defined(__aarch64__)
+    return vmulq_u32(a, b);
+#else
+    return vcombine_u32(vmovn_u64(vmull_u32(vget_low_u32(a), vget_low_u32(b))),
+                        vmovn_u64(vmull_u32(vget_high_u32(a), vget_high_u32(b))));
+#endif
+  }
   // Dropout (dropout.h) on W elements: lane i is element base + offsets[i] (uint32, wrapping);
   // scale where lowbias32(idx ^ key) >= threshold, else 0.
   static reg dropout_multiplier(uint32_t base, const int32_t* offsets, uint32_t key,
@@ -56,9 +67,9 @@ struct VecF32 {
     uint32x4_t x = vaddq_u32(vdupq_n_u32(base), vreinterpretq_u32_s32(vld1q_s32(offsets)));
     x = veorq_u32(x, vdupq_n_u32(key));
     x = veorq_u32(x, vshrq_n_u32(x, 16));
-    x = vmulq_u32(x, vdupq_n_u32(0x7FEB352Du));
+    x = mul_u32(x, vdupq_n_u32(0x7FEB352Du));
     x = veorq_u32(x, vshrq_n_u32(x, 15));
-    x = vmulq_u32(x, vdupq_n_u32(0x846CA68Bu));
+    x = mul_u32(x, vdupq_n_u32(0x846CA68Bu));
     x = veorq_u32(x, vshrq_n_u32(x, 16));
     const uint32x4_t keep = vcgeq_u32(x, vdupq_n_u32(threshold));
     return vreinterpretq_f32_u32(vandq_u32(keep, vreinterpretq_u32_f32(vdupq_n_f32(scale))));
