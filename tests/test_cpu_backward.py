@@ -10,7 +10,7 @@ import mbkernels
 from mbkernels import backend, ops
 from mbkernels.testing import rel_err
 
-from op_cases import ffn_stack_case, linear_norm_case
+from op_cases import bottleneck_attention_case, ffn_stack_case, linear_norm_case
 from test_ops import _flat, check_against_reference
 
 _C = pytest.importorskip("mbkernels._C", reason="mbkernels._C is not built")
@@ -173,3 +173,26 @@ def test_layernorm_over_one_feature_has_no_input_gradient(isa):
     y = ops.linear_norm(a, torch.randn(1, 3), torch.randn(1), w, b, norm="layernorm")
     (ga,) = torch.autograd.grad(y, a, torch.randn_like(y))
     assert torch.equal(ga, torch.zeros_like(ga))
+
+
+@pytest.mark.parametrize("mode,norm", [("shared", "nonorm"), ("bottleneck", "layernorm"), ("full", "nonorm"),
+                                       ("none", "layernorm")])
+def test_bottleneck_attention_saved_intermediates_match_the_recompute(mode, norm):
+    """bottleneck_attention_train keeps what the frozen op's backward recomputes (the same C++
+    recompute step produces both): with dropout and a gradient on the scores, the gradients are
+    the same bit for bit and the outputs agree to rounding (the forwards normalize differently)."""
+    fn, args, kwargs = bottleneck_attention_case(s=9, mode=mode, norm=norm, hidden=64, intra=32)
+    seed = torch.tensor(1234)
+    op_args = (*args, kwargs["num_heads"], mode, norm, 1e-12, 0.1, 0.1, seed, True)
+    leaves = [t for t in args if isinstance(t, torch.Tensor) and t.requires_grad]
+    out, scores, saved = torch.ops.mbkernels.bottleneck_attention_train(*op_args)
+    assert backend.last_ran["bottleneck_attention_train"] == f"cpu:{backend.active_isa()}"
+    g, gs = torch.randn(out.shape), torch.randn(scores.shape)
+    saved_grads = torch.autograd.grad([out, scores], leaves, [g, gs])
+    op_out, op_scores = torch.ops.mbkernels.bottleneck_attention(*op_args)
+    op_grads = torch.autograd.grad([op_out, op_scores], leaves, [g, gs])
+    unmasked = scores > torch.finfo(torch.float32).min
+    assert rel_err(out, op_out) <= 1e-6 and torch.equal(unmasked, op_scores > torch.finfo(torch.float32).min)
+    assert rel_err(scores[unmasked], op_scores[unmasked]) <= 1e-6
+    for a, b in zip(saved_grads, op_grads):
+        assert torch.equal(a, b)

@@ -25,6 +25,8 @@
 #include "bottleneck_attention.h"
 #include "ops/attention.h"
 #include "ops/bottleneck_attention.h"
+#include "ops/layernorm.h"
+#include "ops/nonorm.h"
 
 namespace mbk::torch_cpu {
 namespace {
@@ -127,7 +129,34 @@ at::Tensor normalized(const Problem& pr, const at::Tensor& x, int segment) {
   return at::layer_norm(x, {pr.width}, w, b, pr.p.weights.eps);
 }
 
-Intermediates recompute(const Problem& pr) {
+// One call's Problem: h and the mode's weights checked and packed, the mask, the dropout sites.
+Problem make_problem(const at::Tensor& h, const std::optional<at::Tensor>& key_mask,
+                     const BottleneckAttentionTensors& t, int64_t num_heads, c10::string_view mode,
+                     c10::string_view norm, double eps, double attn_dropout_p,
+                     double hidden_dropout_p, const std::optional<at::Tensor>& seed,
+                     const char* op) {
+  Problem pr;
+  pr.p = pack_bottleneck_attention(h, t, num_heads, mode, norm, eps, op);
+  pr.L = ops::projection_layout(pr.p.weights.mode);
+  pr.batch = h.size(0);
+  pr.seq = h.size(1);
+  pr.rows = pr.batch * pr.seq;
+  pr.width = pr.p.width;
+  pr.na = pr.L.a_segments * pr.width;
+  pr.nb = pr.L.b_segments * pr.width;
+  pr.has_b = pr.L.residual_in_a;
+  pr.has_s = pr.p.weights.mode == ops::AttentionMode::shared;
+  pr.h2 = h.reshape({pr.rows, h.size(2)}).contiguous();
+  pr.mask = key_mask_bytes(key_mask, pr.batch, pr.seq, op);
+  pr.dropout = {dropout_of(attn_dropout_p, seed, kAttnStream, op),
+                dropout_of(hidden_dropout_p, seed, kHiddenStream, op)};
+  pr.w = t.all();
+  return pr;
+}
+
+// The forward's intermediates on the packed GEMMs and the attention core (and the pre-softmax
+// scores into `scores` [B, H, S, S] when not null).
+Intermediates recompute(const Problem& pr, float* scores = nullptr) {
   const int threads = at::get_num_threads();
   const auto opts = pr.h2.options();
   const ops::BottleneckAttentionWeights& w = pr.p.weights;
@@ -149,6 +178,7 @@ Intermediates recompute(const Problem& pr) {
   ops::AttentionArgs at = attention_args(pr, im);
   at.ctx = im.ctx.mutable_data_ptr<float>();
   at.ctx_strides = {pr.seq * pr.width, at.head_dim, pr.width};
+  at.scores = scores;
   ops::attention_forward(at, threads);
   im.t_out = at::empty({pr.rows, pr.width}, opts);
   gemm::gemm(im.ctx.const_data_ptr<float>(), pr.width, pr.rows, *w.output,
@@ -157,6 +187,39 @@ Intermediates recompute(const Problem& pr) {
   ops::dropout_rows(im.t_out.mutable_data_ptr<float>(), pr.width, pr.rows, pr.width,
                     pr.dropout.hidden, 0, residual.const_data_ptr<float>(), residual.stride(0),
                     threads);
+  return im;
+}
+
+// The intermediates as the training forward saved them: [a_pre (empty in mode none, where it is
+// a), a, bmat (empty without a GEMM over the bottleneck), ctx, t_out]. Custom-op outputs may not
+// alias each other, hence the empty stand-ins.
+std::vector<at::Tensor> to_saved(const Problem& pr, const Intermediates& im) {
+  const at::Tensor empty = at::empty({0}, pr.h2.options());
+  return {pr.has_b ? im.a_pre : empty, im.a, im.bmat.defined() ? im.bmat : empty.clone(), im.ctx,
+          im.t_out};
+}
+
+Intermediates from_saved(const Problem& pr, at::TensorList saved, const char* op) {
+  TORCH_CHECK(saved.size() == 5, "mbkernels_cpu::", op,
+              ": saved must be empty or the training forward's 5 tensors, got ", saved.size());
+  const std::pair<int64_t, const char*> want[] = {
+      {pr.has_b ? pr.na : 0, "a_pre"}, {pr.na, "a"}, {pr.nb, "bmat"}, {pr.width, "ctx"},
+      {pr.width, "t_out"}};
+  for (size_t i = 0; i < 5; ++i) {
+    const at::Tensor& t = saved[i];
+    const auto [cols, name] = want[i];
+    check_f32(t, op, name);
+    const bool ok = cols == 0 ? t.numel() == 0
+                              : t.sizes() == at::IntArrayRef({pr.rows, cols}) && t.is_contiguous();
+    TORCH_CHECK(ok, "mbkernels_cpu::", op, ": saved ", name, " must be contiguous [", pr.rows, ", ",
+                cols, "], got ", t.sizes());
+  }
+  Intermediates im;
+  im.a = saved[1];
+  im.a_pre = pr.has_b ? saved[0] : im.a;
+  if (pr.nb > 0) im.bmat = saved[2];
+  im.ctx = saved[3];
+  im.t_out = saved[4];
   return im;
 }
 
@@ -285,7 +348,7 @@ std::vector<at::Tensor> bottleneck_attention_backward(
     const std::optional<at::Tensor>& output_norm_weight,
     const std::optional<at::Tensor>& output_norm_bias, int64_t num_heads, c10::string_view mode,
     c10::string_view norm, double eps, double attn_dropout_p, double hidden_dropout_p,
-    const std::optional<at::Tensor>& seed, const c10::List<bool>& needs) {
+    const std::optional<at::Tensor>& seed, const c10::List<bool>& needs, at::TensorList saved) {
   constexpr const char* op = "bottleneck_attention_backward";
   const BottleneckAttentionTensors t{
       input_weight,     input_bias,      input_norm_weight,     input_norm_bias,
@@ -293,22 +356,8 @@ std::vector<at::Tensor> bottleneck_attention_backward(
       query_weight,     query_bias,      key_weight,            key_bias,
       value_weight,     value_bias,      output_weight,         output_bias,
       output_norm_weight, output_norm_bias};
-  Problem pr;
-  pr.p = pack_bottleneck_attention(h, t, num_heads, mode, norm, eps, op);
-  pr.L = ops::projection_layout(pr.p.weights.mode);
-  pr.batch = h.size(0);
-  pr.seq = h.size(1);
-  pr.rows = pr.batch * pr.seq;
-  pr.width = pr.p.width;
-  pr.na = pr.L.a_segments * pr.width;
-  pr.nb = pr.L.b_segments * pr.width;
-  pr.has_b = pr.L.residual_in_a;
-  pr.has_s = pr.p.weights.mode == ops::AttentionMode::shared;
-  pr.h2 = h.reshape({pr.rows, h.size(2)}).contiguous();
-  pr.mask = key_mask_bytes(key_mask, pr.batch, pr.seq, op);
-  pr.dropout = {dropout_of(attn_dropout_p, seed, kAttnStream, op),
-                dropout_of(hidden_dropout_p, seed, kHiddenStream, op)};
-  pr.w = t.all();
+  const Problem pr = make_problem(h, key_mask, t, num_heads, mode, norm, eps, attn_dropout_p,
+                                  hidden_dropout_p, seed, op);
   check_grad(grad, {pr.batch, pr.seq, pr.width}, op);
   check_needs(needs, 2 + kWeights + 1, op);
   const at::Tensor dscores =
@@ -324,7 +373,7 @@ std::vector<at::Tensor> bottleneck_attention_backward(
     out.push_back(none_for(h));
     return out;
   }
-  const Intermediates im = recompute(pr);
+  const Intermediates im = saved.empty() ? recompute(pr) : from_saved(pr, saved, op);
   const std::vector<at::Tensor> gw =
       backward(pr, im, grad.reshape({pr.rows, pr.width}).contiguous(), dscores, needs);
   out.push_back(needs.get(0) ? gw[kWeights].view(h.sizes()) : none_for(h));
@@ -333,6 +382,53 @@ std::vector<at::Tensor> bottleneck_attention_backward(
     out.push_back(needs.get(2 + i) && pr.w[i]->has_value() && gw[i].defined() ? gw[i] : none_for(h));
   out.push_back(none_for(h));  // seed
   return out;
+}
+
+// The training forward: [out, scores (empty unless asked for), the saved intermediates...] —
+// bottleneck_attention_backward takes the latter as `saved` instead of recomputing the forward.
+// out = N(t_out) on csrc/core's norm kernels (t_out already holds the dropout and residual).
+std::vector<at::Tensor> bottleneck_attention_forward_train(
+    const at::Tensor& h, const std::optional<at::Tensor>& key_mask,
+    const c10::List<std::optional<at::Tensor>>& weights, int64_t num_heads, c10::string_view mode,
+    c10::string_view norm, double eps, double attn_dropout_p, double hidden_dropout_p,
+    const std::optional<at::Tensor>& seed, bool return_scores) {
+  constexpr const char* op = "bottleneck_attention_forward_train";
+  TORCH_CHECK(weights.size() == kWeights, "mbkernels_cpu::", op, ": weights must hold the ",
+              static_cast<int>(kWeights), " weight arguments of bottleneck_attention, got ",
+              weights.size());
+  const std::vector<std::optional<at::Tensor>> w(weights.begin(), weights.end());
+  const BottleneckAttentionTensors t{w[0],  w[1],  w[2],  w[3],  w[4],  w[5],
+                                     w[6],  w[7],  w[8],  w[9],  w[10], w[11],
+                                     w[12], w[13], w[14], w[15], w[16], w[17]};
+  const Problem pr = make_problem(h, key_mask, t, num_heads, mode, norm, eps, attn_dropout_p,
+                                  hidden_dropout_p, seed, op);
+  at::Tensor out = at::empty({pr.batch, pr.seq, pr.width}, h.options());
+  at::Tensor scores = at::empty(return_scores ? at::IntArrayRef({pr.batch, num_heads, pr.seq, pr.seq})
+                                              : at::IntArrayRef({0}),
+                                h.options());
+  Intermediates im;
+  if (pr.rows == 0 || pr.width == 0) {
+    im.a = at::empty({pr.rows, pr.na}, h.options());
+    im.a_pre = pr.has_b ? at::empty({pr.rows, pr.na}, h.options()) : im.a;
+    if (pr.nb > 0) im.bmat = at::empty({pr.rows, pr.nb}, h.options());
+    im.ctx = at::empty({pr.rows, pr.width}, h.options());
+    im.t_out = at::empty({pr.rows, pr.width}, h.options());
+  } else {
+    im = recompute(pr, return_scores ? scores.mutable_data_ptr<float>() : nullptr);
+    const ops::BottleneckAttentionWeights& bw = pr.p.weights;
+    const int threads = at::get_num_threads();
+    if (bw.norm == gemm::Norm::nonorm)
+      ops::nonorm_forward(im.t_out.const_data_ptr<float>(), nullptr, bw.output_norm_weight,
+                          bw.output_norm_bias, out.mutable_data_ptr<float>(), pr.rows, pr.width,
+                          threads);
+    else
+      ops::layernorm_forward(im.t_out.const_data_ptr<float>(), nullptr, bw.output_norm_weight,
+                             bw.output_norm_bias, bw.eps, out.mutable_data_ptr<float>(), pr.rows,
+                             pr.width, threads);
+  }
+  std::vector<at::Tensor> result{out, scores};
+  for (at::Tensor& s : to_saved(pr, im)) result.push_back(std::move(s));
+  return result;
 }
 
 }  // namespace
@@ -350,11 +446,17 @@ TORCH_LIBRARY_FRAGMENT(mbkernels_cpu, m) {
       "Tensor? query_bias, Tensor? key_weight, Tensor? key_bias, Tensor? value_weight, "
       "Tensor? value_bias, Tensor? output_weight, Tensor? output_bias, "
       "Tensor? output_norm_weight, Tensor? output_norm_bias, int num_heads, str mode, str norm, "
-      "float eps, float attn_dropout_p, float hidden_dropout_p, Tensor? seed, bool[] needs) -> "
-      "Tensor[]");
+      "float eps, float attn_dropout_p, float hidden_dropout_p, Tensor? seed, bool[] needs, "
+      "Tensor[] saved) -> Tensor[]");
+  m.def(
+      "bottleneck_attention_forward_train(Tensor h, Tensor? key_mask, Tensor?[] weights, "
+      "int num_heads, str mode, str norm, float eps, float attn_dropout_p, "
+      "float hidden_dropout_p, Tensor? seed, bool return_scores) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(mbkernels_cpu, CPU, m) {
   m.impl("attention_backward", &mbk::torch_cpu::attention_backward);
   m.impl("bottleneck_attention_backward", &mbk::torch_cpu::bottleneck_attention_backward);
+  m.impl("bottleneck_attention_forward_train",
+         &mbk::torch_cpu::bottleneck_attention_forward_train);
 }

@@ -10,7 +10,9 @@ for, the output projection with residual and norm fused; attention and hidden dr
 seed's counter-based masks) and the backward `mbkernels_cpu::bottleneck_attention_backward` (the
 forward's intermediates recomputed on the packed GEMMs, the flash-style attention backward, the
 norm backwards with their column sums in C++, the gradient GEMMs on ATen; a gradient on the
-returned scores included); other dtypes run the reference inside the custom op. On CUDA, or under
+returned scores included). In training `bottleneck_attention` calls
+`mbkernels::bottleneck_attention_train`, whose forward keeps those intermediates so the backward
+skips the recompute. Other dtypes run the reference inside the custom op. On CUDA, or under
 `use_backend("triton")`, both directions run
 `mbkernels/triton/bottleneck_attention.py` (widths up to 8192, head sizes 16–256).
 """
@@ -21,7 +23,7 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, _tensors, define, no_grad_placeholder
+from mbkernels.ops._registry import OpDef, _tensors, define, define_saving, no_grad_placeholder, saving_applies
 from mbkernels.ops.dropout import new_seed
 
 MODES = ("shared", "bottleneck", "full", "none")
@@ -58,10 +60,37 @@ def _bottleneck_attention_cpu(h, key_mask, *rest):
 def _bottleneck_attention_cpu_backward(grads, needs_grad, h, key_mask, *rest):
     if h.dtype != torch.float32:
         return NotImplemented
+    return _train_cpu_backward(grads, needs_grad, [], h, key_mask, *rest)
+
+
+# The projections side by side in the GEMM over h (A) and over the bottleneck (B), in widths:
+# csrc/core/ops/bottleneck_attention.h's projection_layout.
+_SEGMENTS = {"shared": (3, 2), "bottleneck": (1, 3), "full": (4, 0), "none": (3, 0)}
+
+
+def _train_cpu(h, key_mask, *rest):
+    weights, (num_heads, mode, norm, eps, attn_p, hidden_p, seed, return_scores) = _split_args(rest)
+    out, scores, *saved = torch.ops.mbkernels_cpu.bottleneck_attention_forward_train(
+        h, key_mask, list(weights), num_heads, mode, norm, eps, attn_p, hidden_p, seed, return_scores)
+    return out, scores, saved
+
+
+def _train_saved_fake(h, key_mask, *rest):
+    """Shapes of what the training forward keeps: a_pre (empty in mode none, where it is a), a, the
+    bottleneck GEMM's output (empty without one), the context and the output norm's input."""
+    weights, (num_heads, mode, *_) = _split_args(rest)
+    rows, width = h.shape[0] * h.shape[1], weights[_WEIGHTS.index("output_weight")].shape[0]
+    na, nb = (n * width for n in _SEGMENTS[mode])
+    return [h.new_empty((rows, na) if mode != "none" else (0,)), h.new_empty((rows, na)),
+            h.new_empty((rows, nb) if nb else (0,)), h.new_empty((rows, width)), h.new_empty((rows, width))]
+
+
+def _train_cpu_backward(grads, needs_grad, saved, h, key_mask, *rest):
+    """The C++ backward; `saved` is what `_train_cpu` kept, or empty (it recomputes the forward)."""
     return_scores = rest[-1]
     dscores = grads[1] if return_scores and grads[1].numel() else None
     return torch.ops.mbkernels_cpu.bottleneck_attention_backward(grads[0], dscores, h, key_mask, *rest[:-1],
-                                                                 needs_grad)
+                                                                 needs_grad, saved)
 
 
 def _split_args(rest):
@@ -106,6 +135,7 @@ BOTTLENECK_ATTENTION = define(OpDef(
     triton=_bottleneck_attention_triton,
     triton_backward=_bottleneck_attention_triton_backward,
 ))
+define_saving(BOTTLENECK_ATTENTION, _train_cpu, _train_saved_fake, _train_cpu_backward)
 
 
 def bottleneck_attention(h: torch.Tensor, key_mask: torch.Tensor | None,
@@ -127,5 +157,8 @@ def bottleneck_attention(h: torch.Tensor, key_mask: torch.Tensor | None,
         return reference.bottleneck_attention(h, key_mask, *weights, num_heads, mode, norm, eps,
                                               attn_dropout_p, hidden_dropout_p, None, return_scores)
     seed = new_seed() if attn_dropout_p > 0 or hidden_dropout_p > 0 else None
-    return torch.ops.mbkernels.bottleneck_attention(h, key_mask, *weights, num_heads, mode, norm, eps,
-                                                    attn_dropout_p, hidden_dropout_p, seed, return_scores)
+    args = (h, key_mask, *weights, num_heads, mode, norm, eps, attn_dropout_p, hidden_dropout_p, seed, return_scores)
+    if saving_applies([h, *weights]):
+        out, scores, _ = torch.ops.mbkernels.bottleneck_attention_train(*args)
+        return out, scores
+    return torch.ops.mbkernels.bottleneck_attention(*args)
