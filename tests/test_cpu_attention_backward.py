@@ -31,7 +31,8 @@ def _run(call, inputs, seed=3):
     loss = sum((_unmask(o) * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype)).sum()
                for o in outs if o.numel())
     leaves = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
-    return outs, torch.autograd.grad(loss, leaves)
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # v is unused when only scores are
+    return outs, [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
 
 
 def _check(op_call, ref_call, inputs, name):
@@ -143,6 +144,25 @@ def test_bottleneck_attention_backward_without_dropout_and_strided_input():
     h = args[0].detach()
     args[0] = torch.randn(2, 9, h.shape[2] + 3)[..., :h.shape[2]].copy_(h).requires_grad_()  # row stride > width
     _check(*_bottleneck(args, kwargs, 0.0, 0.0), "bottleneck_attention")
+
+
+@pytest.mark.parametrize("name", ["attention", "bottleneck_attention"])
+def test_only_the_scores_get_a_gradient(name):
+    """Attention transfer may use a layer's scores alone: the output's gradient arrives empty."""
+    if name == "attention":
+        _, (q, k, v, mask), _ = attention_case(b=2, h=2, s=9, d=16)
+        op, ref = _attention(q, k, v, mask, 0.1, return_scores=True)
+        inputs = [q, k, v]
+    else:
+        fn, args, kwargs = bottleneck_attention_case(s=9)
+        op, ref, inputs = _bottleneck(args, kwargs, 0.1, 0.1)
+    def only_scores(call):
+        def run(*x):
+            out, scores = call(*x)
+            return out.new_empty(0), scores
+        return run
+
+    _check(only_scores(op), only_scores(ref), inputs, name)
 
 
 def test_teacher_head_size_256():

@@ -58,7 +58,9 @@ def _attention_cpu_backward(grads, needs_grad, q, k, v, key_mask, dropout_p, see
     if q.dtype != torch.float32:
         return NotImplemented
     dscores = grads[1] if return_scores and grads[1].numel() else None
-    return torch.ops.mbkernels_cpu.attention_backward(grads[0], dscores, q, k, v, key_mask, dropout_p, seed,
+    # Only the scores used: autograd hands an empty gradient for the context.
+    dctx = grads[0] if grads[0].numel() else q.new_zeros((*q.shape[:3], v.shape[3]))
+    return torch.ops.mbkernels_cpu.attention_backward(dctx, dscores, q, k, v, key_mask, dropout_p, seed,
                                                       needs_grad)
 
 

@@ -89,7 +89,10 @@ def _train_cpu_backward(grads, needs_grad, saved, h, key_mask, *rest):
     """The C++ backward; `saved` is what `_train_cpu` kept, or empty (it recomputes the forward)."""
     return_scores = rest[-1]
     dscores = grads[1] if return_scores and grads[1].numel() else None
-    return torch.ops.mbkernels_cpu.bottleneck_attention_backward(grads[0], dscores, h, key_mask, *rest[:-1],
+    # Only the scores used: autograd hands an empty gradient for the output.
+    weights, _ = _split_args(rest)
+    dout = grads[0] if grads[0].numel() else h.new_zeros((*h.shape[:2], weights[_WEIGHTS.index("output_weight")].shape[0]))
+    return torch.ops.mbkernels_cpu.bottleneck_attention_backward(dout, dscores, h, key_mask, *rest[:-1],
                                                                  needs_grad, saved)
 
 
