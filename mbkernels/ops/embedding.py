@@ -1,9 +1,11 @@
 """embedding: lookup (or `inputs_embeds`) → trigram concat [next, cur, prev] → Linear → + position
-+ token type → N → dropout. On CPU the fp32 forward from input_ids with the transformation Linear and
-without dropout runs `mbkernels_cpu::embedding_forward` (csrc/core/ops/embedding.h: the Linear on
-the packed GEMM with position + type and the norm in its epilogue); inputs_embeds, other dtypes,
-dropout and the backward run the reference inside the custom op. On CUDA, or under
-`use_backend("triton")`, both directions run `mbkernels/triton/embedding.py` (hidden widths up to 512).
++ token type → N → dropout. On CPU in fp32 the forward runs `mbkernels_cpu::embedding_forward`
+(csrc/core/ops/embedding.h: the Linear on the packed GEMM with position + type and the norm in its
+epilogue, dropout after it) and the backward `mbkernels_cpu::embedding_backward` (the pre-norm sum
+recomputed on the same core, the norm's backward and the lookups' scatter-adds in C++, the gradient
+GEMMs on ATen), from input_ids or inputs_embeds, with or without the Linear; other dtypes run the
+reference inside the custom op. On CUDA, or under `use_backend("triton")`, both directions run
+`mbkernels/triton/embedding.py` (hidden widths up to 512).
 """
 
 from __future__ import annotations
@@ -22,15 +24,46 @@ def _fake(input_ids, inputs_embeds, token_type_ids, position_ids, word_embedding
     return word_embeddings.new_empty((b, s, position_embeddings.shape[1]))
 
 
+def _float32(word_embeddings, inputs_embeds) -> bool:
+    """Whether the C++ kernels take these inputs (the lookup's source is float32; the C++ ops name
+    any other tensor of another dtype)."""
+    return (inputs_embeds if inputs_embeds is not None else word_embeddings).dtype == torch.float32
+
+
 def _embedding_cpu(input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings, transformation_weight,
                    transformation_bias, position_embeddings, token_type_embeddings, norm_weight, norm_bias,
                    padding_idx, trigram, norm, eps, dropout_p, seed):
-    if (input_ids is None or transformation_weight is None or dropout_p > 0
-            or word_embeddings.dtype != torch.float32):
+    if not _float32(word_embeddings, inputs_embeds):
         return NotImplemented
     return torch.ops.mbkernels_cpu.embedding_forward(
-        input_ids, token_type_ids, position_ids, word_embeddings, transformation_weight, transformation_bias,
-        position_embeddings, token_type_embeddings, norm_weight, norm_bias, trigram, norm, eps)
+        input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings, transformation_weight,
+        transformation_bias, position_embeddings, token_type_embeddings, norm_weight, norm_bias, trigram, norm, eps,
+        dropout_p, seed)
+
+
+# The registry gives a None argument a gradient slot as it does a tensor: padding_idx=None (an int?)
+# adds one after norm_bias. The kernels' backwards speak of the 12 tensor arguments only.
+_PADDING_SLOT = 11
+
+
+def _tensor_needs(needs_grad, padding_idx) -> list[bool]:
+    return list(needs_grad) if padding_idx is not None else [*needs_grad[:_PADDING_SLOT], *needs_grad[_PADDING_SLOT + 1:]]
+
+
+def _slots(grads: list, padding_idx, args) -> list:
+    """The 12 tensor arguments' gradients as the registry's slots."""
+    if padding_idx is not None:
+        return grads
+    return [*grads[:_PADDING_SLOT], no_grad_placeholder(_tensors(args)), *grads[_PADDING_SLOT:]]
+
+
+def _embedding_cpu_backward(grads, needs_grad, *args):
+    input_ids, inputs_embeds, *rest = args
+    padding_idx = args[_PADDING_SLOT]
+    if not _float32(rest[2], inputs_embeds):
+        return NotImplemented
+    got = torch.ops.mbkernels_cpu.embedding_backward(grads[0], *args, _tensor_needs(needs_grad, padding_idx))
+    return _slots(got, padding_idx, args)
 
 
 def _triton_embedding(args):
@@ -56,7 +89,9 @@ def _embedding_triton_backward(grads, needs_grad, *args):
     got = (None, dembeds, None, None, dtable, dwt, dbt, dpe, dte, dnw, dnb, None)
     flat = _tensors(args)
     # A fresh placeholder per slot: custom-op outputs may not alias each other.
-    return [g if need and g is not None else no_grad_placeholder(flat) for g, need in zip(got, needs_grad)]
+    return _slots([g if need and g is not None else no_grad_placeholder(flat)
+                   for g, need in zip(got, _tensor_needs(needs_grad, args[_PADDING_SLOT]), strict=True)],
+                  args[_PADDING_SLOT], args)
 
 
 EMBEDDING = define(OpDef(
@@ -69,6 +104,7 @@ EMBEDDING = define(OpDef(
     reference_forward=reference.embedding,
     fake=_fake,
     cpu=_embedding_cpu,
+    cpu_backward=_embedding_cpu_backward,
     triton=_embedding_triton,
     triton_backward=_embedding_triton_backward,
 ))
