@@ -118,6 +118,27 @@ def test_dropout_matches_the_reference_mask(isa, trigram, norm, embeds):
         assert rel_err(a, b) <= 1e-5, f"gradient {i}: {rel_err(a, b):.3g}"
 
 
+@pytest.mark.parametrize("trigram,norm", [(True, "nonorm"), (False, "layernorm")])
+@pytest.mark.parametrize("p", [0.0, 0.2])
+def test_saved_pre_norm_matches_the_recompute(trigram, norm, p):
+    """Training keeps the pre-norm sum (`embedding_train`); the frozen op's backward recomputes it
+    on the same core: the same outputs and gradients bit for bit (with dropout too)."""
+    fn, args, kwargs = embedding_case(s=33, trigram=trigram, norm=norm)
+    op_args = (*args, kwargs["padding_idx"], trigram, norm, kwargs["eps"], p, SEED)
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    out = fn(*args, **kwargs)
+    assert backend.last_ran["embedding_train"] == f"cpu:{backend.active_isa()}"
+    out, saved = torch.ops.mbkernels.embedding_train(*op_args)
+    g = torch.randn(out.shape)
+    saved_grads = torch.autograd.grad(out, leaves, g)
+    assert backend.last_ran["embedding_train_backward"] == f"cpu:{backend.active_isa()}"
+    op_out = torch.ops.mbkernels.embedding(*op_args)
+    op_grads = torch.autograd.grad(op_out, leaves, g)
+    assert backend.last_ran["embedding_backward"] == f"cpu:{backend.active_isa()}"
+    assert torch.equal(out, op_out)
+    assert all(torch.equal(a, b) for a, b in zip(saved_grads, op_grads))
+
+
 def test_only_the_needed_gradients_are_computed():
     """Frozen tables get no gradient: the C++ op returns empty tensors for them."""
     fn, args, kwargs = embedding_case(s=7)
@@ -126,7 +147,7 @@ def test_only_the_needed_gradients_are_computed():
     needs = [False] * 12
     needs[9] = True  # norm_weight only
     grads = torch.ops.mbkernels_cpu.embedding_backward(
-        torch.ones_like(out), ids, embeds, types, pos, *tensors, 0, True, "nonorm", 1e-5, 0.0, None, needs)
+        torch.ones_like(out), ids, embeds, types, pos, *tensors, 0, True, "nonorm", 1e-5, 0.0, None, needs, [])
     assert len(grads) == 12 and grads[9].shape == tensors[5].shape
     assert all(g.numel() == 0 for i, g in enumerate(grads) if i != 9)
 
@@ -164,7 +185,7 @@ def test_id_out_of_range_is_an_index_error():
                                                   "nonorm", 1e-5, 0.0, None)
     with pytest.raises(IndexError, match="embedding_backward: input_ids must be in"):
         torch.ops.mbkernels_cpu.embedding_backward(torch.ones(2, 5, 128), ids, None, types, pos, table, wt, bt, pe,
-                                                   te, nw, nb, 0, True, "nonorm", 1e-5, 0.0, None, [True] * 12)
+                                                   te, nw, nb, 0, True, "nonorm", 1e-5, 0.0, None, [True] * 12, [])
 
 
 def test_argument_errors():
@@ -173,15 +194,19 @@ def test_argument_errors():
     fwd, bwd = torch.ops.mbkernels_cpu.embedding_forward, torch.ops.mbkernels_cpu.embedding_backward
     g = torch.ones(2, 5, 128)
 
-    def backward(grad=g, needs=(True,) * 12, padding_idx=0, input_ids=ids, inputs_embeds=None, weight=wt):
+    def backward(grad=g, needs=(True,) * 12, padding_idx=0, input_ids=ids, inputs_embeds=None, weight=wt, saved=()):
         return bwd(grad, input_ids, inputs_embeds, types, pos, table, weight, bt, pe, te, nw, nb, padding_idx, True,
-                   "nonorm", 1e-5, 0.0, None, list(needs))
+                   "nonorm", 1e-5, 0.0, None, list(needs), list(saved))
     with pytest.raises(RuntimeError, match="needs must have 12 entries"):
         backward(needs=(True,) * 11)
     with pytest.raises(RuntimeError, match=r"grad must have the output's shape \[2, 5, 128\], got \[2, 5, 127\]"):
         backward(grad=g[..., :127])
     with pytest.raises(RuntimeError, match="grad must be float32"):
         backward(grad=g.double())
+    with pytest.raises(RuntimeError, match=r"saved pre-norm sum must be contiguous \[10, 128\], got \[10, 127\]"):
+        backward(saved=[torch.zeros(10, 127)])
+    with pytest.raises(RuntimeError, match="saved must be empty or hold the pre-norm sum"):
+        backward(saved=[torch.zeros(10, 128)] * 2)
     for bad in (50, -1):
         with pytest.raises(RuntimeError, match=rf"padding_idx must be None or a row of word_embeddings in \[0, 50\), "
                                                rf"got {bad}"):

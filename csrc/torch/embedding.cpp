@@ -1,10 +1,10 @@
-// mbkernels_cpu::embedding_forward and embedding_backward: the embedding op's fp32 forward (with its
-// output dropout) and backward on csrc/core/ops/embedding.h, from input_ids or inputs_embeds, with
-// or without the transformation Linear.
+// mbkernels_cpu::embedding_forward, embedding_forward_train and embedding_backward: the embedding
+// op's fp32 forward (with its output dropout) and backward on csrc/core/ops/embedding.h, from
+// input_ids or inputs_embeds, with or without the transformation Linear.
 //
-// The backward recomputes the pre-norm sum t Wᵀ + bias + position + type with the forward's core
-// (Norm::none; the packed weights are still cached), which leaves the trigram rows t in its
-// workspace for the weight gradient; the norm's backward and its column sums run on csrc/core's
+// The backward takes the pre-norm sum t Wᵀ + bias + position + type that the training forward
+// kept, or recomputes it with the forward's core (Norm::none; the packed weights are still
+// cached), which leaves the trigram rows t in its workspace for the weight gradient; the norm's backward and its column sums run on csrc/core's
 // fused kernels (backward.h's norm_backward), the gradient GEMMs on ATen, and the lookups'
 // gradients (position, type, word rows through the trigram concat) are csrc/core scatter-adds.
 #include <ATen/ATen.h>
@@ -22,6 +22,8 @@
 #include "bottleneck_attention.h"
 #include "ops/attention.h"
 #include "ops/embedding.h"
+#include "ops/layernorm.h"
+#include "ops/nonorm.h"
 #include "weight_cache.h"
 
 namespace mbk::torch_cpu {
@@ -132,6 +134,21 @@ Operands operands(const std::optional<at::Tensor>& input_ids,
   return o;
 }
 
+// The core's argument error as op's: an id out of range ("<ids> must be in [0, n)") is an
+// IndexError, as in F.embedding; the rest are ValueErrors.
+[[noreturn]] void rethrow(const char* op, const std::invalid_argument& err) {
+  const std::string what = std::string(err.what()).substr(std::string("embedding_forward").size());
+  TORCH_CHECK_INDEX(what.find("must be in [0, ") == std::string::npos, "mbkernels_cpu::", op, what);
+  TORCH_CHECK_VALUE(false, "mbkernels_cpu::", op, what);
+}
+
+// out [rows, hidden] = dropout(out) with the mask of reference.embedding's site.
+void drop(at::Tensor& out, int64_t rows, const DropoutMask& mask) {
+  if (mask.active && rows > 0)
+    ops::dropout_rows(out.mutable_data_ptr<float>(), out.size(-1), rows, out.size(-1), mask, 0,
+                      nullptr, 0, at::get_num_threads());
+}
+
 // The core forward into out [rows, hidden]; workspace as ops::embedding_forward takes it.
 void run_forward(const char* op, ops::EmbeddingArgs a, at::Tensor& out, float* workspace) {
   a.out = out.mutable_data_ptr<float>();
@@ -139,10 +156,7 @@ void run_forward(const char* op, ops::EmbeddingArgs a, at::Tensor& out, float* w
   try {
     ops::embedding_forward(a, at::get_num_threads(), workspace);
   } catch (const std::invalid_argument& err) {
-    // An id out of range ("<ids> must be in [0, n)") is an IndexError, as in F.embedding.
-    const std::string what = std::string(err.what()).substr(std::string("embedding_forward").size());
-    TORCH_CHECK_INDEX(what.find("must be in [0, ") == std::string::npos, "mbkernels_cpu::", op, what);
-    TORCH_CHECK_VALUE(false, "mbkernels_cpu::", op, what);
+    rethrow(op, err);
   }
 }
 
@@ -165,10 +179,42 @@ at::Tensor embedding_forward(const std::optional<at::Tensor>& input_ids,
   const DropoutMask mask = dropout_of(dropout_p, seed, kStream, op);
   at::Tensor out = at::empty({o.a.batch, o.a.seq, o.a.hidden}, o.words.options());
   run_forward(op, o.a, out, nullptr);
-  if (mask.active && o.rows > 0)
-    ops::dropout_rows(out.mutable_data_ptr<float>(), o.a.hidden, o.rows, o.a.hidden, mask, 0,
-                      nullptr, 0, at::get_num_threads());
+  drop(out, o.rows, mask);
   return out;
+}
+
+// The training forward: (out, s) with s the pre-norm sum [B·S, hidden] that embedding_backward
+// takes as `saved` instead of recomputing the GEMM; out = dropout(N(s)) on the standalone norm
+// kernels (NoNorm: the same FMA on the rounded s as the fused epilogue; LayerNorm: the same row
+// kernel), so it equals embedding_forward's output.
+std::vector<at::Tensor> embedding_forward_train(
+    const std::optional<at::Tensor>& input_ids, const std::optional<at::Tensor>& inputs_embeds,
+    const at::Tensor& token_type_ids, const at::Tensor& position_ids,
+    const at::Tensor& word_embeddings, const std::optional<at::Tensor>& transformation_weight,
+    const std::optional<at::Tensor>& transformation_bias, const at::Tensor& position_embeddings,
+    const at::Tensor& token_type_embeddings, const at::Tensor& norm_weight,
+    const at::Tensor& norm_bias, bool trigram, c10::string_view norm, double eps,
+    double dropout_p, const std::optional<at::Tensor>& seed) {
+  constexpr const char* op = "embedding_forward_train";
+  Operands o = operands(input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings,
+                        transformation_weight, transformation_bias, position_embeddings,
+                        token_type_embeddings, norm_weight, norm_bias, trigram, norm, eps, op);
+  const DropoutMask mask = dropout_of(dropout_p, seed, kStream, op);
+  const int64_t rows = o.rows, hidden = o.a.hidden;
+  const gemm::Norm kind = o.a.norm;
+  o.a.norm = gemm::Norm::none;
+  at::Tensor s = at::empty({rows, hidden}, o.words.options());
+  run_forward(op, o.a, s, nullptr);
+  at::Tensor out = at::empty({o.a.batch, o.a.seq, hidden}, o.words.options());
+  const int threads = at::get_num_threads();
+  if (kind == gemm::Norm::nonorm)
+    ops::nonorm_forward(s.const_data_ptr<float>(), nullptr, o.a.norm_weight, o.a.norm_bias,
+                        out.mutable_data_ptr<float>(), rows, hidden, threads);
+  else
+    ops::layernorm_forward(s.const_data_ptr<float>(), nullptr, o.a.norm_weight, o.a.norm_bias,
+                           o.a.eps, out.mutable_data_ptr<float>(), rows, hidden, threads);
+  drop(out, rows, mask);
+  return {out, s};
 }
 
 // Gradients of every tensor argument of mbkernels::embedding in its order (input_ids,
@@ -184,7 +230,7 @@ std::vector<at::Tensor> embedding_backward(
     const at::Tensor& token_type_embeddings, const at::Tensor& norm_weight,
     const at::Tensor& norm_bias, std::optional<int64_t> padding_idx, bool trigram,
     c10::string_view norm, double eps, double dropout_p, const std::optional<at::Tensor>& seed,
-    const c10::List<bool>& needs) {
+    const c10::List<bool>& needs, at::TensorList saved) {
   constexpr const char* op = "embedding_backward";
   Operands o = operands(input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings,
                         transformation_weight, transformation_bias, position_embeddings,
@@ -202,12 +248,31 @@ std::vector<at::Tensor> embedding_backward(
                 skip);
   }
   const auto opts = o.words.options();
-  // The pre-norm sum s = t Wᵀ + bias + position + type, leaving the trigram rows t in x.
+  TORCH_CHECK(saved.size() <= 1, "mbkernels_cpu::", op,
+              ": saved must be empty or hold the pre-norm sum [rows, hidden], got ", saved.size(),
+              " tensors");
+  // The pre-norm sum s = t Wᵀ + bias + position + type (saved, or recomputed leaving the trigram
+  // rows t in x; with s saved, x is gathered again: a copy, no GEMM).
   const gemm::Norm kind = a.norm;
   a.norm = gemm::Norm::none;
-  at::Tensor s = at::empty({rows, hidden}, opts);
   at::Tensor x = at::empty({rows, trigram ? 3 * e : e}, opts);
-  run_forward(op, a, s, x.mutable_data_ptr<float>());
+  at::Tensor s;
+  if (!saved.empty()) {
+    s = saved[0];
+    check_f32(s, op, "saved");
+    TORCH_CHECK(s.sizes() == at::IntArrayRef({rows, hidden}) && s.is_contiguous(), "mbkernels_cpu::",
+                op, ": saved pre-norm sum must be contiguous [", rows, ", ", hidden, "], got ",
+                s.sizes());
+    a.out = s.data_ptr<float>();  // not written: embedding_rows only checks it is there
+    try {
+      ops::embedding_rows(a, x.mutable_data_ptr<float>());
+    } catch (const std::invalid_argument& err) {
+      rethrow(op, err);
+    }
+  } else {
+    s = at::empty({rows, hidden}, opts);
+    run_forward(op, a, s, x.mutable_data_ptr<float>());
+  }
   // The output's gradient through the dropout (the same mask), then the norm's.
   at::Tensor g = grad.reshape({rows, hidden});
   if (mask.active) {
@@ -272,10 +337,18 @@ TORCH_LIBRARY_FRAGMENT(mbkernels_cpu, m) {
       "Tensor token_type_ids, Tensor position_ids, Tensor word_embeddings, "
       "Tensor? transformation_weight, Tensor? transformation_bias, Tensor position_embeddings, "
       "Tensor token_type_embeddings, Tensor norm_weight, Tensor norm_bias, int? padding_idx, "
-      "bool trigram, str norm, float eps, float dropout_p, Tensor? seed, bool[] needs) -> Tensor[]");
+      "bool trigram, str norm, float eps, float dropout_p, Tensor? seed, bool[] needs, "
+      "Tensor[] saved) -> Tensor[]");
+  m.def(
+      "embedding_forward_train(Tensor? input_ids, Tensor? inputs_embeds, Tensor token_type_ids, "
+      "Tensor position_ids, Tensor word_embeddings, Tensor? transformation_weight, "
+      "Tensor? transformation_bias, Tensor position_embeddings, Tensor token_type_embeddings, "
+      "Tensor norm_weight, Tensor norm_bias, bool trigram, str norm, float eps, float dropout_p, "
+      "Tensor? seed) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(mbkernels_cpu, CPU, m) {
   m.impl("embedding_forward", &mbk::torch_cpu::embedding_forward);
   m.impl("embedding_backward", &mbk::torch_cpu::embedding_backward);
+  m.impl("embedding_forward_train", &mbk::torch_cpu::embedding_forward_train);
 }

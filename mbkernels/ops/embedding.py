@@ -1,10 +1,11 @@
 """embedding: lookup (or `inputs_embeds`) → trigram concat [next, cur, prev] → Linear → + position
 + token type → N → dropout. On CPU in fp32 the forward runs `mbkernels_cpu::embedding_forward`
 (csrc/core/ops/embedding.h: the Linear on the packed GEMM with position + type and the norm in its
-epilogue, dropout after it) and the backward `mbkernels_cpu::embedding_backward` (the pre-norm sum
-recomputed on the same core, the norm's backward and the lookups' scatter-adds in C++, the gradient
-GEMMs on ATen), from input_ids or inputs_embeds, with or without the Linear; other dtypes run the
-reference inside the custom op. On CUDA, or under `use_backend("triton")`, both directions run
+epilogue, dropout after it) and the backward `mbkernels_cpu::embedding_backward` (the norm's
+backward and the lookups' scatter-adds in C++, the gradient GEMMs on ATen), from input_ids or
+inputs_embeds, with or without the Linear. In training `embedding` calls
+`mbkernels::embedding_train`, which keeps the pre-norm sum for the backward; the frozen op's
+backward recomputes it on the same core. Other dtypes run the reference inside the custom op. On CUDA, or under `use_backend("triton")`, both directions run
 `mbkernels/triton/embedding.py` (hidden widths up to 512).
 """
 
@@ -14,7 +15,7 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, _tensors, define, no_grad_placeholder
+from mbkernels.ops._registry import OpDef, _tensors, define, define_saving, no_grad_placeholder, saving_applies
 from mbkernels.ops.dropout import new_seed
 
 
@@ -58,11 +59,30 @@ def _slots(grads: list, padding_idx, args) -> list:
 
 
 def _embedding_cpu_backward(grads, needs_grad, *args):
-    input_ids, inputs_embeds, *rest = args
-    padding_idx = args[_PADDING_SLOT]
-    if not _float32(rest[2], inputs_embeds):
+    if not _float32(args[4], args[1]):
         return NotImplemented
-    got = torch.ops.mbkernels_cpu.embedding_backward(grads[0], *args, _tensor_needs(needs_grad, padding_idx))
+    return _train_cpu_backward(grads, needs_grad, [], *args)
+
+
+def _train_cpu(input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings, transformation_weight,
+               transformation_bias, position_embeddings, token_type_embeddings, norm_weight, norm_bias,
+               padding_idx, trigram, norm, eps, dropout_p, seed):
+    out, pre_norm = torch.ops.mbkernels_cpu.embedding_forward_train(
+        input_ids, inputs_embeds, token_type_ids, position_ids, word_embeddings, transformation_weight,
+        transformation_bias, position_embeddings, token_type_embeddings, norm_weight, norm_bias, trigram, norm, eps,
+        dropout_p, seed)
+    return out, [pre_norm]
+
+
+def _train_saved_fake(*args):
+    out = _fake(*args)
+    return [out.new_empty((out.shape[0] * out.shape[1], out.shape[2]))]
+
+
+def _train_cpu_backward(grads, needs_grad, saved, *args):
+    """The C++ backward; `saved` is the pre-norm sum `_train_cpu` kept, or empty (it is recomputed)."""
+    padding_idx = args[_PADDING_SLOT]
+    got = torch.ops.mbkernels_cpu.embedding_backward(grads[0], *args, _tensor_needs(needs_grad, padding_idx), saved)
     return _slots(got, padding_idx, args)
 
 
@@ -108,6 +128,7 @@ EMBEDDING = define(OpDef(
     triton=_embedding_triton,
     triton_backward=_embedding_triton_backward,
 ))
+define_saving(EMBEDDING, _train_cpu, _train_saved_fake, _train_cpu_backward)
 
 
 def embedding(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
@@ -132,4 +153,8 @@ def embedding(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None
             padding_idx, trigram, norm, eps, dropout_p)
     if backend.current_backend() == "reference":
         return reference.embedding(*args, None)
-    return torch.ops.mbkernels.embedding(*args, new_seed() if dropout_p > 0 else None)
+    seed = new_seed() if dropout_p > 0 else None
+    if saving_applies([inputs_embeds if input_ids is None else word_embeddings, transformation_weight,
+                       transformation_bias, position_embeddings, token_type_embeddings, norm_weight, norm_bias]):
+        return torch.ops.mbkernels.embedding_train(*args, seed)[0]
+    return torch.ops.mbkernels.embedding(*args, seed)

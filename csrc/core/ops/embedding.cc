@@ -68,27 +68,12 @@ void add_row(float* acc, const float* x, int64_t n) {
   for (int64_t c = 0; c < n; ++c) acc[c] += x[c];
 }
 
-}  // namespace
-
-size_t embedding_workspace_floats(const EmbeddingArgs& a) {
-  return static_cast<size_t>(a.batch * a.seq * (a.trigram ? 3 : 1) * a.embedding_size);
-}
-
-void embedding_forward(const EmbeddingArgs& a, int num_threads, float* workspace) {
-  check(a);
-  const int64_t rows = a.batch * a.seq, e = a.embedding_size, hidden = a.hidden;
-  if (rows == 0) return;
-  const int64_t width = a.trigram ? 3 * e : e;
-  float* t = workspace != nullptr ? workspace : thread_scratch(embedding_workspace_floats(a));
+// t = [next, cur, prev] (trigram) or [cur] rows of the source rows, zeros beyond the sequence's ends.
+void gather(const EmbeddingArgs& a, float* t) {
+  const int64_t rows = a.batch * a.seq, e = a.embedding_size, width = a.trigram ? 3 * e : e;
   const size_t row_bytes = static_cast<size_t>(e) * sizeof(float);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t s = r % a.seq;
-    const float* pos = a.position_embeddings + (a.position_ids != nullptr ? a.position_ids[r] : s) * hidden;
-    const float* type = a.token_type_embeddings +
-                        (a.token_type_ids != nullptr ? a.token_type_ids[r] : 0) * hidden;
-    float* y = a.out + r * a.ld_out;
-    for (int64_t c = 0; c < hidden; ++c) y[c] = pos[c] + type[c];
-    // [next, cur, prev] (trigram) or [cur]; zeros beyond the sequence's ends.
     float* tr = t + r * width;
     const auto put = [&](float* dst, int64_t src_row, bool inside) {
       if (inside)
@@ -103,6 +88,33 @@ void embedding_forward(const EmbeddingArgs& a, int num_threads, float* workspace
     } else {
       put(tr, r, true);
     }
+  }
+}
+
+}  // namespace
+
+size_t embedding_workspace_floats(const EmbeddingArgs& a) {
+  return static_cast<size_t>(a.batch * a.seq * (a.trigram ? 3 : 1) * a.embedding_size);
+}
+
+void embedding_rows(const EmbeddingArgs& a, float* t) {
+  check(a);
+  gather(a, t);
+}
+
+void embedding_forward(const EmbeddingArgs& a, int num_threads, float* workspace) {
+  check(a);
+  const int64_t rows = a.batch * a.seq, hidden = a.hidden;
+  if (rows == 0) return;
+  float* t = workspace != nullptr ? workspace : thread_scratch(embedding_workspace_floats(a));
+  gather(a, t);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* pos =
+        a.position_embeddings + (a.position_ids != nullptr ? a.position_ids[r] : r % a.seq) * hidden;
+    const float* type = a.token_type_embeddings +
+                        (a.token_type_ids != nullptr ? a.token_type_ids[r] : 0) * hidden;
+    float* y = a.out + r * a.ld_out;
+    for (int64_t c = 0; c < hidden; ++c) y[c] = pos[c] + type[c];
   }
   if (a.transformation == nullptr) {
     // y = N(t + y) in place (the norm kernels read each element of the residual y before
@@ -125,6 +137,7 @@ void embedding_forward(const EmbeddingArgs& a, int num_threads, float* workspace
   ep.norm_weight = a.norm_weight;
   ep.norm_bias = a.norm_bias;
   ep.eps = a.eps;
+  const int64_t width = a.trigram ? 3 * a.embedding_size : a.embedding_size;
   gemm::gemm(t, width, rows, *a.transformation, a.out, a.ld_out, ep, num_threads);
 }
 

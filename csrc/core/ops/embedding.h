@@ -51,6 +51,10 @@ size_t embedding_workspace_floats(const EmbeddingArgs& a);
 // on inconsistent sizes or an id out of range (with the id and its position).
 void embedding_forward(const EmbeddingArgs& a, int num_threads, float* workspace = nullptr);
 
+// Only t, the Linear's input rows [B·S, 3E or E] (as embedding_forward leaves them in its
+// workspace), after the same checks: for a backward given the saved pre-norm sum.
+void embedding_rows(const EmbeddingArgs& a, float* t);
+
 // The trigram concat's backward: dt [B·S, 3E] = dL/dt → de [B·S, E] = dL/de, where token r's
 // [next, cur, prev] segments came from tokens r + 1, r, r - 1 of its sequence:
 // de[r] = dt[r, E:2E] + dt[r - 1, 0:E] (s > 0) + dt[r + 1, 2E:3E] (s + 1 < seq).
