@@ -139,6 +139,19 @@ def test_saved_pre_norm_matches_the_recompute(trigram, norm, p):
     assert all(torch.equal(a, b) for a, b in zip(saved_grads, op_grads))
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_empty_batch(frozen):
+    """No tokens: an empty output and all-zero gradients, from the saved or the recomputed sum."""
+    fn, args, kwargs = embedding_case(norm="layernorm")
+    empty = [a.detach()[:0].requires_grad_(a.requires_grad) if i in (0, 2, 3) else a for i, a in enumerate(args)]
+    op_args = (*empty, kwargs["padding_idx"], True, "layernorm", kwargs["eps"], 0.1, SEED)
+    out = torch.ops.mbkernels.embedding(*op_args) if frozen else torch.ops.mbkernels.embedding_train(*op_args)[0]
+    assert out.shape == (0, 7, 128)
+    out.sum().backward()
+    assert backend.last_ran["embedding_backward"] == f"cpu:{backend.active_isa()}"
+    assert all(not a.grad.any() for a in empty if isinstance(a, torch.Tensor) and a.requires_grad)
+
+
 def test_only_the_needed_gradients_are_computed():
     """Frozen tables get no gradient: the C++ op returns empty tensors for them."""
     fn, args, kwargs = embedding_case(s=7)

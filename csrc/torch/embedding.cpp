@@ -265,7 +265,7 @@ std::vector<at::Tensor> embedding_backward(
                 s.sizes());
     a.out = s.data_ptr<float>();  // not written: embedding_rows only checks it is there
     try {
-      ops::embedding_rows(a, x.mutable_data_ptr<float>());
+      if (rows > 0) ops::embedding_rows(a, x.mutable_data_ptr<float>());
     } catch (const std::invalid_argument& err) {
       rethrow(op, err);
     }
