@@ -1,8 +1,9 @@
-"""The C++ embedding op (mbkernels_cpu::embedding_forward / embedding_backward) on every ISA this
-machine runs, against the float64 reference and its autograd: trigram or not, both norms, odd
+"""The C++ embedding op (mbkernels_cpu::embedding_forward / _forward_train / _backward) on every ISA
+this machine runs, against the float64 reference and its autograd: trigram or not, both norms, odd
 token counts, input_ids or inputs_embeds, with or without the transformation Linear, padding_idx
-and repeated ids, dropout with the reference's mask; opcheck; an id out of range is an IndexError
-naming it and bad arguments are errors naming them."""
+and repeated ids, dropout with the reference's mask, strided inputs and gradients, an empty batch;
+the saved pre-norm sum gives the recompute's gradients bit for bit; deterministic gradients;
+opcheck; an id out of range is an IndexError naming it and bad arguments are errors naming them."""
 
 import pytest
 import torch
@@ -137,6 +138,28 @@ def test_saved_pre_norm_matches_the_recompute(trigram, norm, p):
     assert backend.last_ran["embedding_backward"] == f"cpu:{backend.active_isa()}"
     assert torch.equal(out, op_out)
     assert all(torch.equal(a, b) for a, b in zip(saved_grads, op_grads))
+
+
+def test_non_contiguous_inputs_and_gradient(isa):
+    """Strided inputs_embeds, tables and output gradient: the C++ op copies what it must."""
+    fn, args, kwargs = _embeds_case(9, True, "layernorm")
+    _, embeds, types, pos, table, wt, bt, pe, te, nw, nb = args
+    embeds = embeds.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
+    wt = wt.detach().t().contiguous().t().requires_grad_()
+    pe = pe.detach()[:, ::1].t().contiguous().t().requires_grad_()
+    assert not (embeds.is_contiguous() or wt.is_contiguous() or pe.is_contiguous())
+    args = (None, embeds, types.t().contiguous().t(), pos, table, wt, bt, pe, te, nw, nb)
+    check_against_reference(fn, args, kwargs, "embedding")
+    out = fn(*args, **kwargs)
+    g = torch.randn(out.shape[1], out.shape[0], out.shape[2]).transpose(0, 1)
+    got = torch.autograd.grad(out, [embeds, wt, pe], g)
+    assert backend.last_ran["embedding_backward"] == f"cpu:{isa}"
+    args64 = [a.detach().double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+    for i in (1, 5, 7):
+        args64[i].requires_grad_()
+    with mbkernels.use_backend("reference"):
+        ref = torch.autograd.grad(fn(*args64, **kwargs), [args64[1], args64[5], args64[7]], g.double())
+    assert all(rel_err(a, b) <= 1e-5 for a, b in zip(got, ref))
 
 
 @pytest.mark.parametrize("frozen", [False, True])
