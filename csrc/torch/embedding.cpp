@@ -4,9 +4,10 @@
 //
 // The backward takes the pre-norm sum t Wᵀ + bias + position + type that the training forward
 // kept, or recomputes it with the forward's core (Norm::none; the packed weights are still
-// cached), which leaves the trigram rows t in its workspace for the weight gradient; the norm's backward and its column sums run on csrc/core's
-// fused kernels (backward.h's norm_backward), the gradient GEMMs on ATen, and the lookups'
-// gradients (position, type, word rows through the trigram concat) are csrc/core scatter-adds.
+// cached), which leaves the trigram rows t in its workspace for the weight gradient. The norm's
+// backward and its column sums run on csrc/core's fused kernels (backward.h's norm_backward), the
+// gradient GEMMs on ATen, and the lookups' gradients (position, type, word rows through the
+// trigram concat) are csrc/core scatter-adds.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -138,7 +139,8 @@ Operands operands(const std::optional<at::Tensor>& input_ids,
 // IndexError, as in F.embedding; the rest are ValueErrors.
 [[noreturn]] void rethrow(const char* op, const std::invalid_argument& err) {
   const std::string what = std::string(err.what()).substr(std::string("embedding_forward").size());
-  TORCH_CHECK_INDEX(what.find("must be in [0, ") == std::string::npos, "mbkernels_cpu::", op, what);
+  TORCH_CHECK_INDEX(what.find("must be in [0, ") == std::string::npos, "mbkernels_cpu::", op,
+                    what);
   TORCH_CHECK_VALUE(false, "mbkernels_cpu::", op, what);
 }
 
@@ -244,8 +246,8 @@ std::vector<at::Tensor> embedding_backward(
   if (padding_idx.has_value() && input_ids.has_value()) {
     skip = *padding_idx;
     TORCH_CHECK(skip >= 0 && skip < a.vocab, "mbkernels_cpu::", op,
-                ": padding_idx must be None or a row of word_embeddings in [0, ", a.vocab, "), got ",
-                skip);
+                ": padding_idx must be None or a row of word_embeddings in [0, ", a.vocab,
+                "), got ", skip);
   }
   const auto opts = o.words.options();
   TORCH_CHECK(saved.size() <= 1, "mbkernels_cpu::", op,
@@ -260,9 +262,10 @@ std::vector<at::Tensor> embedding_backward(
   if (!saved.empty()) {
     s = saved[0];
     check_f32(s, op, "saved");
-    TORCH_CHECK(s.sizes() == at::IntArrayRef({rows, hidden}) && s.is_contiguous(), "mbkernels_cpu::",
-                op, ": saved pre-norm sum must be contiguous [", rows, ", ", hidden, "], got ",
-                s.sizes());
+    TORCH_CHECK(s.sizes() == at::IntArrayRef({rows, hidden}) && s.is_contiguous(),
+                "mbkernels_cpu::", op, ": saved pre-norm sum must be contiguous [", rows, ", ",
+                hidden, "], got ", s.sizes());
+    // embedding_rows also checks the ids that the scatter-adds below index with.
     a.out = s.data_ptr<float>();  // not written: embedding_rows only checks it is there
     try {
       if (rows > 0) ops::embedding_rows(a, x.mutable_data_ptr<float>());
@@ -286,11 +289,12 @@ std::vector<at::Tensor> embedding_backward(
   at::Tensor gnw, gnb, gbias;
   const at::Tensor gs = norm_backward(kind, g, s, o.nw, eps, gnw, gnb, gbias);
   // A lookup's gradient: the rows of src summed into a zeroed table like `like` at `index`.
-  const auto lookup_grad = [&](const at::Tensor& like, const at::Tensor& src, const at::Tensor& index,
-                               int64_t skip_row) {
+  const auto lookup_grad = [&](const at::Tensor& like, const at::Tensor& src,
+                               const at::Tensor& index, int64_t skip_row) {
     at::Tensor out = at::zeros(like.sizes(), opts);
-    ops::scatter_add_rows(src.const_data_ptr<float>(), src.size(1), index.const_data_ptr<int64_t>(),
-                          rows, src.size(1), skip_row, out.mutable_data_ptr<float>());
+    ops::scatter_add_rows(src.const_data_ptr<float>(), src.size(1),
+                          index.const_data_ptr<int64_t>(), rows, src.size(1), skip_row,
+                          out.mutable_data_ptr<float>());
     return out;
   };
   std::vector<at::Tensor> out(12);
@@ -301,13 +305,16 @@ std::vector<at::Tensor> embedding_backward(
   const bool has_w = transformation_weight.has_value();
   if (has_w && needs.get(5)) out[5] = at::mm(gs.t(), x);
   if (transformation_bias.has_value() && needs.get(6)) out[6] = gbias;
-  const bool to_words = input_ids.has_value() && needs.get(4), to_embeds = !input_ids.has_value() && needs.get(1);
+  const bool to_words = input_ids.has_value() && needs.get(4);
+  const bool to_embeds = !input_ids.has_value() && needs.get(1);
   if (to_words || to_embeds) {
-    const at::Tensor gx = has_w ? at::mm(gs, *transformation_weight) : gs;  // dL/dt [rows, 3E or E]
+    // dL/dt [rows, 3E or E], then through the trigram concat to dL/de [rows, E].
+    const at::Tensor gx = has_w ? at::mm(gs, *transformation_weight) : gs;
     at::Tensor ge = gx;
     if (trigram) {
       ge = at::empty({rows, e}, opts);
-      ops::trigram_backward(gx.const_data_ptr<float>(), rows, a.seq, e, ge.mutable_data_ptr<float>());
+      ops::trigram_backward(gx.const_data_ptr<float>(), rows, a.seq, e,
+                            ge.mutable_data_ptr<float>());
     }
     if (to_embeds)
       out[1] = ge.view(inputs_embeds->sizes());

@@ -5,8 +5,9 @@ epilogue, dropout after it) and the backward `mbkernels_cpu::embedding_backward`
 backward and the lookups' scatter-adds in C++, the gradient GEMMs on ATen), from input_ids or
 inputs_embeds, with or without the Linear. In training `embedding` calls
 `mbkernels::embedding_train`, which keeps the pre-norm sum for the backward; the frozen op's
-backward recomputes it on the same core. Other dtypes run the reference inside the custom op. On CUDA, or under `use_backend("triton")`, both directions run
-`mbkernels/triton/embedding.py` (hidden widths up to 512).
+backward recomputes it on the same core. Other dtypes run the reference inside the custom op. On
+CUDA, or under `use_backend("triton")`, both directions run `mbkernels/triton/embedding.py` (hidden
+widths up to 512).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ _PADDING_SLOT = 11
 
 
 def _tensor_needs(needs_grad, padding_idx) -> list[bool]:
-    return list(needs_grad) if padding_idx is not None else [*needs_grad[:_PADDING_SLOT], *needs_grad[_PADDING_SLOT + 1:]]
+    if padding_idx is not None:
+        return list(needs_grad)
+    return [*needs_grad[:_PADDING_SLOT], *needs_grad[_PADDING_SLOT + 1:]]
 
 
 def _slots(grads: list, padding_idx, args) -> list:

@@ -68,7 +68,8 @@ void add_row(float* acc, const float* x, int64_t n) {
   for (int64_t c = 0; c < n; ++c) acc[c] += x[c];
 }
 
-// t = [next, cur, prev] (trigram) or [cur] rows of the source rows, zeros beyond the sequence's ends.
+// t = [next, cur, prev] (trigram) or [cur] rows of the source rows, zeros beyond the sequence's
+// ends.
 void gather(const EmbeddingArgs& a, float* t) {
   const int64_t rows = a.batch * a.seq, e = a.embedding_size, width = a.trigram ? 3 * e : e;
   const size_t row_bytes = static_cast<size_t>(e) * sizeof(float);
@@ -109,8 +110,8 @@ void embedding_forward(const EmbeddingArgs& a, int num_threads, float* workspace
   float* t = workspace != nullptr ? workspace : thread_scratch(embedding_workspace_floats(a));
   gather(a, t);
   for (int64_t r = 0; r < rows; ++r) {
-    const float* pos =
-        a.position_embeddings + (a.position_ids != nullptr ? a.position_ids[r] : r % a.seq) * hidden;
+    const int64_t p = a.position_ids != nullptr ? a.position_ids[r] : r % a.seq;
+    const float* pos = a.position_embeddings + p * hidden;
     const float* type = a.token_type_embeddings +
                         (a.token_type_ids != nullptr ? a.token_type_ids[r] : 0) * hidden;
     float* y = a.out + r * a.ld_out;

@@ -21,7 +21,7 @@ namespace mbk::ops {
 struct EmbeddingArgs {
   int64_t batch = 0, seq = 0;
   const int64_t* input_ids = nullptr;       // [B, S] contiguous, or null: inputs_embeds
-  const float* inputs_embeds = nullptr;     // [B, S, E] contiguous: the lookup's result given
+  const float* inputs_embeds = nullptr;     // [B, S, E] contiguous: e given (no lookup)
   const int64_t* token_type_ids = nullptr;  // [B, S] contiguous, or null: all 0
   const int64_t* position_ids = nullptr;    // [B, S] contiguous, or null: 0..S-1 in every row
   const float* word_embeddings = nullptr;   // [vocab, E] contiguous
