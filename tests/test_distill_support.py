@@ -12,6 +12,7 @@ import importlib.util
 import io
 import json
 import random
+import statistics
 import zipfile
 from pathlib import Path
 
@@ -97,9 +98,13 @@ def phase_series(metrics: list[dict], phase: str, key: str) -> list[float]:
 
 
 def drop(series: list[float]) -> float:
-    """Relative fall from the start (first step) to the end (mean of the last three steps)."""
-    end = sum(series[-3:]) / len(series[-3:])
-    return 1.0 - end / series[0]
+    """Relative fall from the start (first step) to the end (the median of the last five steps).
+
+    The median, not a mean: one spiky step must not decide it. Layer 4's attention loss in the
+    end-to-end test is ~0.004 and jumps 2-3x between steps; with the mean of the last three, fp32
+    rounding alone (the same code on the avx2, scalar and neon kernels) moved its drop from 0.06 to
+    0.69 across runs while every gradient matched the float64 reference."""
+    return 1.0 - statistics.median(series[-5:]) / series[0]
 
 
 def params_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
