@@ -18,6 +18,7 @@
 
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "args.h"
@@ -127,7 +128,7 @@ at::Tensor normalized(const Problem& pr, const at::Tensor& x, int segment) {
   return at::layer_norm(x, {pr.width}, w, b, pr.p.weights.eps);
 }
 
-Intermediates recompute(const Problem& pr) {
+Intermediates recompute(const Problem& pr, float* scores = nullptr) {
   const int threads = at::get_num_threads();
   const auto opts = pr.h2.options();
   const ops::BottleneckAttentionWeights& w = pr.p.weights;
@@ -149,6 +150,7 @@ Intermediates recompute(const Problem& pr) {
   ops::AttentionArgs at = attention_args(pr, im);
   at.ctx = im.ctx.mutable_data_ptr<float>();
   at.ctx_strides = {pr.seq * pr.width, at.head_dim, pr.width};
+  at.scores = scores;
   ops::attention_forward(at, threads);
   im.t_out = at::empty({pr.rows, pr.width}, opts);
   gemm::gemm(im.ctx.const_data_ptr<float>(), pr.width, pr.rows, *w.output,
@@ -268,6 +270,63 @@ std::vector<at::Tensor> backward(const Problem& pr, const Intermediates& im, con
   return gw;
 }
 
+Problem make_problem(const at::Tensor& h, const std::optional<at::Tensor>& key_mask,
+                     const BottleneckAttentionTensors& t, int64_t num_heads, c10::string_view mode,
+                     c10::string_view norm, double eps, double attn_dropout_p,
+                     double hidden_dropout_p, const std::optional<at::Tensor>& seed,
+                     const char* op) {
+  Problem pr;
+  pr.p = pack_bottleneck_attention(h, t, num_heads, mode, norm, eps, op);
+  pr.L = ops::projection_layout(pr.p.weights.mode);
+  pr.batch = h.size(0);
+  pr.seq = h.size(1);
+  pr.rows = pr.batch * pr.seq;
+  pr.width = pr.p.width;
+  pr.na = pr.L.a_segments * pr.width;
+  pr.nb = pr.L.b_segments * pr.width;
+  pr.has_b = pr.L.residual_in_a;
+  pr.has_s = pr.p.weights.mode == ops::AttentionMode::shared;
+  pr.h2 = h.reshape({pr.rows, h.size(2)}).contiguous();
+  pr.mask = key_mask_bytes(key_mask, pr.batch, pr.seq, op);
+  pr.dropout = {dropout_of(attn_dropout_p, seed, kAttnStream, op),
+                dropout_of(hidden_dropout_p, seed, kHiddenStream, op)};
+  pr.w = t.all();
+  return pr;
+}
+
+// The op's result, (h, key_mask, the 18 weights, seed), from the intermediates (recomputed, or
+// saved by the forward).
+std::vector<at::Tensor> gradients(const Problem& pr, const Intermediates* im, const at::Tensor& h,
+                                  const at::Tensor& grad,
+                                  const std::optional<at::Tensor>& grad_scores,
+                                  const c10::List<bool>& needs, const char* op) {
+  check_grad(grad, {pr.batch, pr.seq, pr.width}, op);
+  check_needs(needs, 2 + kWeights + 1, op);
+  const at::Tensor dscores =
+      scores_grad(grad_scores, {pr.batch, pr.p.weights.heads, pr.seq, pr.seq}, op);
+  std::vector<at::Tensor> out;
+  if (pr.rows == 0 || pr.width == 0) {
+    const auto opt_like = [&](const std::optional<at::Tensor>& x, bool n) {
+      return n && x.has_value() ? at::zeros_like(*x) : none_for(h);
+    };
+    out.push_back(needs.get(0) ? at::zeros_like(h) : none_for(h));
+    out.push_back(none_for(h));
+    for (int i = 0; i < kWeights; ++i) out.push_back(opt_like(*pr.w[i], needs.get(2 + i)));
+    out.push_back(none_for(h));
+    return out;
+  }
+  const Intermediates recomputed = im == nullptr ? recompute(pr) : Intermediates{};
+  const std::vector<at::Tensor> gw =
+      backward(pr, im == nullptr ? recomputed : *im,
+               grad.reshape({pr.rows, pr.width}).contiguous(), dscores, needs);
+  out.push_back(needs.get(0) ? gw[kWeights].view(h.sizes()) : none_for(h));
+  out.push_back(none_for(h));  // key_mask
+  for (int i = 0; i < kWeights; ++i)
+    out.push_back(needs.get(2 + i) && pr.w[i]->has_value() && gw[i].defined() ? gw[i] : none_for(h));
+  out.push_back(none_for(h));  // seed
+  return out;
+}
+
 // Gradients of bottleneck_attention: (h, key_mask, the 18 weights, seed).
 std::vector<at::Tensor> bottleneck_attention_backward(
     const at::Tensor& grad, const std::optional<at::Tensor>& grad_scores, const at::Tensor& h,
@@ -293,46 +352,84 @@ std::vector<at::Tensor> bottleneck_attention_backward(
       query_weight,     query_bias,      key_weight,            key_bias,
       value_weight,     value_bias,      output_weight,         output_bias,
       output_norm_weight, output_norm_bias};
-  Problem pr;
-  pr.p = pack_bottleneck_attention(h, t, num_heads, mode, norm, eps, op);
-  pr.L = ops::projection_layout(pr.p.weights.mode);
-  pr.batch = h.size(0);
-  pr.seq = h.size(1);
-  pr.rows = pr.batch * pr.seq;
-  pr.width = pr.p.width;
-  pr.na = pr.L.a_segments * pr.width;
-  pr.nb = pr.L.b_segments * pr.width;
-  pr.has_b = pr.L.residual_in_a;
-  pr.has_s = pr.p.weights.mode == ops::AttentionMode::shared;
-  pr.h2 = h.reshape({pr.rows, h.size(2)}).contiguous();
-  pr.mask = key_mask_bytes(key_mask, pr.batch, pr.seq, op);
-  pr.dropout = {dropout_of(attn_dropout_p, seed, kAttnStream, op),
-                dropout_of(hidden_dropout_p, seed, kHiddenStream, op)};
-  pr.w = t.all();
-  check_grad(grad, {pr.batch, pr.seq, pr.width}, op);
-  check_needs(needs, 2 + kWeights + 1, op);
-  const at::Tensor dscores =
-      scores_grad(grad_scores, {pr.batch, num_heads, pr.seq, pr.seq}, op);
-  std::vector<at::Tensor> out;
-  if (pr.rows == 0 || pr.width == 0) {
-    const auto opt_like = [&](const std::optional<at::Tensor>& x, bool n) {
-      return n && x.has_value() ? at::zeros_like(*x) : none_for(h);
-    };
-    out.push_back(needs.get(0) ? at::zeros_like(h) : none_for(h));
-    out.push_back(none_for(h));
-    for (int i = 0; i < kWeights; ++i) out.push_back(opt_like(*pr.w[i], needs.get(2 + i)));
-    out.push_back(none_for(h));
-    return out;
+  const Problem pr = make_problem(h, key_mask, t, num_heads, mode, norm, eps, attn_dropout_p,
+                                  hidden_dropout_p, seed, op);
+  return gradients(pr, nullptr, h, grad, grad_scores, needs, op);
+}
+
+// --- The same pair with the intermediates saved instead of recomputed. The weights come as one
+// list (schema order, None where unused); `saved` is [a_pre, a, bmat, ctx, t_out] of
+// Intermediates, an empty tensor for a (mode none: a_pre) and bmat (no second GEMM).
+
+// The 18 weights of a Tensor?[] argument, held so BottleneckAttentionTensors can refer to them.
+struct WeightList {
+  std::vector<std::optional<at::Tensor>> w;
+  WeightList(const c10::List<std::optional<at::Tensor>>& list, const char* op) {
+    TORCH_CHECK(list.size() == kWeights, "mbkernels_cpu::", op, ": weights must hold the ", int(kWeights),
+                " weights of bottleneck_attention, got ", list.size());
+    for (size_t i = 0; i < list.size(); ++i) w.push_back(list.get(i));
   }
-  const Intermediates im = recompute(pr);
-  const std::vector<at::Tensor> gw =
-      backward(pr, im, grad.reshape({pr.rows, pr.width}).contiguous(), dscores, needs);
-  out.push_back(needs.get(0) ? gw[kWeights].view(h.sizes()) : none_for(h));
-  out.push_back(none_for(h));  // key_mask
-  for (int i = 0; i < kWeights; ++i)
-    out.push_back(needs.get(2 + i) && pr.w[i]->has_value() && gw[i].defined() ? gw[i] : none_for(h));
-  out.push_back(none_for(h));  // seed
-  return out;
+  BottleneckAttentionTensors tensors() const {
+    return {w[0], w[1], w[2],  w[3],  w[4],  w[5],  w[6],  w[7],  w[8],
+            w[9], w[10], w[11], w[12], w[13], w[14], w[15], w[16], w[17]};
+  }
+};
+
+// (out, scores or empty, saved): the forward, keeping what the backward needs.
+std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> bottleneck_attention_forward_saving(
+    const at::Tensor& h, const std::optional<at::Tensor>& key_mask,
+    const c10::List<std::optional<at::Tensor>>& weights, int64_t num_heads, c10::string_view mode,
+    c10::string_view norm, double eps, double attn_dropout_p, double hidden_dropout_p,
+    const std::optional<at::Tensor>& seed, bool return_scores) {
+  constexpr const char* op = "bottleneck_attention_forward_saving";
+  const WeightList wl(weights, op);
+  const Problem pr = make_problem(h, key_mask, wl.tensors(), num_heads, mode, norm, eps,
+                                  attn_dropout_p, hidden_dropout_p, seed, op);
+  at::Tensor scores = return_scores ? at::empty({pr.batch, num_heads, pr.seq, pr.seq}, h.options())
+                                    : at::empty({0}, h.options());
+  if (pr.rows == 0 || pr.width == 0) {
+    scores.zero_();
+    return {at::empty({pr.batch, pr.seq, pr.width}, h.options()), scores, {}};
+  }
+  const Intermediates im = recompute(pr, return_scores ? scores.mutable_data_ptr<float>() : nullptr);
+  at::Tensor out = im.t_out.clone();
+  ops::output_norm_rows(pr.p.weights, out.mutable_data_ptr<float>(), pr.rows, pr.width,
+                        at::get_num_threads());
+  const auto or_empty = [&](const at::Tensor& t, bool own) { return own && t.defined() ? t : none_for(h); };
+  return {out.view({pr.batch, pr.seq, pr.width}), scores,
+          {im.a_pre, or_empty(im.a, pr.has_b), or_empty(im.bmat, true), im.ctx, im.t_out}};
+}
+
+std::vector<at::Tensor> bottleneck_attention_backward_saved(
+    const at::Tensor& grad, const std::optional<at::Tensor>& grad_scores, at::TensorList saved,
+    const at::Tensor& h, const std::optional<at::Tensor>& key_mask,
+    const c10::List<std::optional<at::Tensor>>& weights, int64_t num_heads, c10::string_view mode,
+    c10::string_view norm, double eps, double attn_dropout_p, double hidden_dropout_p,
+    const std::optional<at::Tensor>& seed, const c10::List<bool>& needs) {
+  constexpr const char* op = "bottleneck_attention_backward_saved";
+  const WeightList wl(weights, op);
+  const Problem pr = make_problem(h, key_mask, wl.tensors(), num_heads, mode, norm, eps,
+                                  attn_dropout_p, hidden_dropout_p, seed, op);
+  if (pr.rows == 0 || pr.width == 0) return gradients(pr, nullptr, h, grad, grad_scores, needs, op);
+  TORCH_CHECK(saved.size() == 5, "mbkernels_cpu::", op,
+              ": saved must be the 5 tensors of the forward_saving op, got ", saved.size());
+  const char* names[] = {"a_pre", "a", "bmat", "ctx", "t_out"};
+  const int64_t widths[] = {pr.na, pr.has_b ? pr.na : 0, pr.nb, pr.width, pr.width};
+  for (int i = 0; i < 5; ++i) {
+    check_f32(saved[i], op, names[i]);
+    TORCH_CHECK(widths[i] == 0 ? saved[i].numel() == 0
+                               : saved[i].dim() == 2 && saved[i].size(0) == pr.rows &&
+                                     saved[i].size(1) == widths[i] && saved[i].is_contiguous(),
+                "mbkernels_cpu::", op, ": saved ", names[i], " must be contiguous [", pr.rows, ", ",
+                widths[i], "] (empty when 0), got ", saved[i].sizes());
+  }
+  Intermediates im;
+  im.a_pre = saved[0];
+  im.a = pr.has_b ? saved[1] : saved[0];
+  if (pr.nb > 0) im.bmat = saved[2];
+  im.ctx = saved[3];
+  im.t_out = saved[4];
+  return gradients(pr, &im, h, grad, grad_scores, needs, op);
 }
 
 }  // namespace
@@ -354,7 +451,21 @@ TORCH_LIBRARY_FRAGMENT(mbkernels_cpu, m) {
       "Tensor[]");
 }
 
+TORCH_LIBRARY_FRAGMENT(mbkernels_cpu, m) {
+  m.def(
+      "bottleneck_attention_forward_saving(Tensor h, Tensor? key_mask, Tensor?[] weights, "
+      "int num_heads, str mode, str norm, float eps, float attn_dropout_p, "
+      "float hidden_dropout_p, Tensor? seed, bool return_scores) -> (Tensor, Tensor, Tensor[])");
+  m.def(
+      "bottleneck_attention_backward_saved(Tensor grad, Tensor? grad_scores, Tensor[] saved, "
+      "Tensor h, Tensor? key_mask, Tensor?[] weights, int num_heads, str mode, str norm, "
+      "float eps, float attn_dropout_p, float hidden_dropout_p, Tensor? seed, bool[] needs) -> "
+      "Tensor[]");
+}
+
 TORCH_LIBRARY_IMPL(mbkernels_cpu, CPU, m) {
+  m.impl("bottleneck_attention_forward_saving", &mbk::torch_cpu::bottleneck_attention_forward_saving);
+  m.impl("bottleneck_attention_backward_saved", &mbk::torch_cpu::bottleneck_attention_backward_saved);
   m.impl("attention_backward", &mbk::torch_cpu::attention_backward);
   m.impl("bottleneck_attention_backward", &mbk::torch_cpu::bottleneck_attention_backward);
 }
