@@ -219,3 +219,11 @@ def test_saved_intermediates_give_the_recomputed_gradients(mode):
     with pytest.raises(RuntimeError, match="saved ctx must be contiguous"):
         torch.ops.mbkernels_cpu.bottleneck_attention_backward_saved(g, gs, [*saved[:3], saved[3][:1], saved[4]], h,
                                                                     mask, weights, *rest, needs)
+
+
+def test_dropout_without_a_seed_runs_the_reference():
+    """seed=None with dropout is torch's RNG dropout, which only the reference has."""
+    _, (q, k, v, mask), _ = attention_case(s=5)
+    out, _ = torch.ops.mbkernels.attention(q, k, v, mask, 0.1, None, False)
+    out.sum().backward()
+    assert backend.last_ran["attention"] == backend.last_ran["attention_backward"] == "reference"
