@@ -197,3 +197,33 @@ def test_dropout_argument_errors():
     with pytest.raises(RuntimeError, match="grad must have the output's shape"):
         torch.ops.mbkernels_cpu.attention_backward(q.detach()[:, :1], None, q.detach(), k.detach(), v.detach(),
                                                    mask, 0.0, None, [True] * 5)
+
+
+@pytest.mark.parametrize("mode", ["shared", "none"])
+def test_saved_intermediates_give_the_recomputed_gradients(mode):
+    """mbkernels_cpu::bottleneck_attention_forward_train keeps the forward's intermediates and the
+    backward takes them as `saved`: the forward op's result, and exactly the recomputing backward's."""
+    fn, (h, mask, *weights), kwargs = bottleneck_attention_case(s=9, mode=mode, norm="layernorm")
+    h, weights = h.detach(), [w.detach() if w is not None else None for w in weights]
+    rest = (kwargs["num_heads"], mode, "layernorm", 1e-12, 0.1, 0.1, SEED)
+    out, scores, *saved = torch.ops.mbkernels_cpu.bottleneck_attention_forward_train(h, mask, weights, *rest, True)
+    ref_out, ref_scores = torch.ops.mbkernels_cpu.bottleneck_attention_forward(h, mask, *weights, *rest, True)
+    assert rel_err(out, ref_out) <= 1e-6 and rel_err(_unmask(scores), _unmask(ref_scores)) <= 1e-6
+    g, gs = torch.randn_like(out), torch.randn_like(scores)
+    needs = [True, False] + [w is not None for w in weights] + [False]
+    got = torch.ops.mbkernels_cpu.bottleneck_attention_backward(g, gs, h, mask, *weights, *rest, needs, saved)
+    want = torch.ops.mbkernels_cpu.bottleneck_attention_backward(g, gs, h, mask, *weights, *rest, needs, [])
+    assert len(got) == len(want) == 21
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="saved ctx must be contiguous"):
+        torch.ops.mbkernels_cpu.bottleneck_attention_backward(g, gs, h, mask, *weights, *rest, needs,
+                                                              [*saved[:3], saved[3][:1], saved[4]])
+
+
+def test_dropout_without_a_seed_runs_the_reference():
+    """seed=None with dropout is torch's RNG dropout, which only the reference has."""
+    _, (q, k, v, mask), _ = attention_case(s=5)
+    out, _ = torch.ops.mbkernels.attention(q, k, v, mask, 0.1, None, False)
+    out.sum().backward()
+    assert backend.last_ran["attention"] == backend.last_ran["attention_backward"] == "reference"

@@ -25,8 +25,6 @@
 #include "bottleneck_attention.h"
 #include "ops/attention.h"
 #include "ops/bottleneck_attention.h"
-#include "ops/layernorm.h"
-#include "ops/nonorm.h"
 
 namespace mbk::torch_cpu {
 namespace {
@@ -386,7 +384,7 @@ std::vector<at::Tensor> bottleneck_attention_backward(
 
 // The training forward: [out, scores (empty unless asked for), the saved intermediates...] —
 // bottleneck_attention_backward takes the latter as `saved` instead of recomputing the forward.
-// out = N(t_out) on csrc/core's norm kernels (t_out already holds the dropout and residual).
+// out = N(t_out) on the core's output norm (t_out already holds the dropout and the residual).
 std::vector<at::Tensor> bottleneck_attention_forward_train(
     const at::Tensor& h, const std::optional<at::Tensor>& key_mask,
     const c10::List<std::optional<at::Tensor>>& weights, int64_t num_heads, c10::string_view mode,
@@ -415,16 +413,9 @@ std::vector<at::Tensor> bottleneck_attention_forward_train(
     im.t_out = at::empty({pr.rows, pr.width}, h.options());
   } else {
     im = recompute(pr, return_scores ? scores.mutable_data_ptr<float>() : nullptr);
-    const ops::BottleneckAttentionWeights& bw = pr.p.weights;
-    const int threads = at::get_num_threads();
-    if (bw.norm == gemm::Norm::nonorm)
-      ops::nonorm_forward(im.t_out.const_data_ptr<float>(), nullptr, bw.output_norm_weight,
-                          bw.output_norm_bias, out.mutable_data_ptr<float>(), pr.rows, pr.width,
-                          threads);
-    else
-      ops::layernorm_forward(im.t_out.const_data_ptr<float>(), nullptr, bw.output_norm_weight,
-                             bw.output_norm_bias, bw.eps, out.mutable_data_ptr<float>(), pr.rows,
-                             pr.width, threads);
+    out.view({pr.rows, pr.width}).copy_(im.t_out);
+    ops::output_norm_rows(pr.p.weights, out.mutable_data_ptr<float>(), pr.rows, pr.width,
+                          at::get_num_threads());
   }
   std::vector<at::Tensor> result{out, scores};
   for (at::Tensor& s : to_saved(pr, im)) result.push_back(std::move(s));

@@ -49,13 +49,14 @@ def _attention_triton_backward(grads, needs_grad, q, k, v, key_mask, dropout_p, 
 
 
 def _attention_cpu(q, k, v, key_mask, dropout_p, seed, return_scores):
-    if q.dtype != torch.float32:
+    # Dropout without a seed is torch's RNG dropout: only the reference has it.
+    if q.dtype != torch.float32 or (dropout_p > 0 and seed is None):
         return NotImplemented
     return torch.ops.mbkernels_cpu.attention_forward(q, k, v, key_mask, dropout_p, seed, return_scores)
 
 
 def _attention_cpu_backward(grads, needs_grad, q, k, v, key_mask, dropout_p, seed, return_scores):
-    if q.dtype != torch.float32:
+    if q.dtype != torch.float32 or (dropout_p > 0 and seed is None):
         return NotImplemented
     dscores = grads[1] if return_scores and grads[1].numel() else None
     # Only the scores used: autograd hands an empty gradient for the context.

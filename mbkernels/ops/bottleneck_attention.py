@@ -51,14 +51,20 @@ def _triton_bottleneck_attention(h, weights, num_heads, mode, norm):
     return tk if tk.supported(h, weights, num_heads, mode, norm) else None
 
 
+def _without_seed(rest) -> bool:
+    """Dropout without a seed is torch's RNG dropout: only the reference has it."""
+    _, (_, _, _, _, attn_p, hidden_p, seed, _) = _split_args(rest)
+    return (attn_p > 0 or hidden_p > 0) and seed is None
+
+
 def _bottleneck_attention_cpu(h, key_mask, *rest):
-    if h.dtype != torch.float32:
+    if h.dtype != torch.float32 or _without_seed(rest):
         return NotImplemented
     return torch.ops.mbkernels_cpu.bottleneck_attention_forward(h, key_mask, *rest)
 
 
 def _bottleneck_attention_cpu_backward(grads, needs_grad, h, key_mask, *rest):
-    if h.dtype != torch.float32:
+    if h.dtype != torch.float32 or _without_seed(rest):
         return NotImplemented
     return _train_cpu_backward(grads, needs_grad, [], h, key_mask, *rest)
 

@@ -9,7 +9,13 @@
 //      softmax in place (row max, exp, row sum), ctx = (P V) / rowsum into the output.
 // Both products are one microkernel, mac_tile<MR, NV>: an MR x (NV·W) tile of C in MR·NV vector
 // accumulators, per k NV loads of a B row and MR broadcasts of A (the same register blocking as
-// the GEMM's). QKᵀ streams Kᵀ rows (k = D), PV streams V rows (k = n).
+// the GEMM's). QKᵀ streams Kᵀ rows (k = D), PV streams V rows (k = n). Dropout multiplies the
+// probabilities by VecF32::dropout_multiplier's factors (the gathered keys' positions as offsets).
+//
+// The backward (attention_backward_tasks) runs one (batch, head) per task: the keys gathered once
+// as Kᵀ, Vᵀ and K; per block of kBackwardRows queries S and dP = dctx Vᵀ by MR rows, then per row
+// softmax, dropout and dS (probs_and_ds), then dV += P_droppedᵀ dctx and dK += dSᵀ Q (MR keys at a
+// time, A read transposed through its strides, accumulating into C) and dQ = dS K.
 //
 // Internal linkage and no std:: calls, as in gemm_impl.h: every ISA's TU instantiates these
 // templates with its own flags.
