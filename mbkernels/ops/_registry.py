@@ -322,6 +322,8 @@ def define_saving(opdef: OpDef, forward: Kernel, saved_fake: Callable, backward:
     def setup_context(ctx, inputs, output):
         _setup_context(ctx, inputs, output, saved=output[-1])
         ctx.mark_non_differentiable(*output[-1])
+        # No zero-filled gradients for the saved list (megabytes per call): None stays None.
+        ctx.set_materialize_grads(False)
 
     def autograd_backward(ctx, *grads):
         tensors = list(ctx.saved_tensors)
