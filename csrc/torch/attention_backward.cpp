@@ -25,6 +25,7 @@
 #include "bottleneck_attention.h"
 #include "ops/attention.h"
 #include "ops/bottleneck_attention.h"
+#include "ops/norm.h"
 
 namespace mbk::torch_cpu {
 namespace {
@@ -414,8 +415,10 @@ std::vector<at::Tensor> bottleneck_attention_forward_train(
   } else {
     im = recompute(pr, return_scores ? scores.mutable_data_ptr<float>() : nullptr);
     out.view({pr.rows, pr.width}).copy_(im.t_out);
-    ops::output_norm_rows(pr.p.weights, out.mutable_data_ptr<float>(), pr.rows, pr.width,
-                          at::get_num_threads());
+    const ops::BottleneckAttentionWeights& bw = pr.p.weights;
+    ops::norm_forward(bw.norm, out.const_data_ptr<float>(), nullptr, bw.output_norm_weight,
+                      bw.output_norm_bias, bw.eps, out.mutable_data_ptr<float>(), pr.rows,
+                      pr.width, at::get_num_threads());
   }
   std::vector<at::Tensor> result{out, scores};
   for (at::Tensor& s : to_saved(pr, im)) result.push_back(std::move(s));

@@ -23,8 +23,7 @@
 #include "bottleneck_attention.h"
 #include "ops/attention.h"
 #include "ops/embedding.h"
-#include "ops/layernorm.h"
-#include "ops/nonorm.h"
+#include "ops/norm.h"
 #include "weight_cache.h"
 
 namespace mbk::torch_cpu {
@@ -208,13 +207,8 @@ std::vector<at::Tensor> embedding_forward_train(
   at::Tensor s = at::empty({rows, hidden}, o.words.options());
   run_forward(op, o.a, s, nullptr);
   at::Tensor out = at::empty({o.a.batch, o.a.seq, hidden}, o.words.options());
-  const int threads = at::get_num_threads();
-  if (kind == gemm::Norm::nonorm)
-    ops::nonorm_forward(s.const_data_ptr<float>(), nullptr, o.a.norm_weight, o.a.norm_bias,
-                        out.mutable_data_ptr<float>(), rows, hidden, threads);
-  else
-    ops::layernorm_forward(s.const_data_ptr<float>(), nullptr, o.a.norm_weight, o.a.norm_bias,
-                           o.a.eps, out.mutable_data_ptr<float>(), rows, hidden, threads);
+  ops::norm_forward(kind, s.const_data_ptr<float>(), nullptr, o.a.norm_weight, o.a.norm_bias,
+                    o.a.eps, out.mutable_data_ptr<float>(), rows, hidden, at::get_num_threads());
   drop(out, rows, mask);
   return {out, s};
 }

@@ -15,6 +15,7 @@
 #include "ops/layernorm.h"
 #include "ops/linear_norm.h"
 #include "ops/nonorm.h"
+#include "ops/norm.h"
 #include "args.h"
 #include "weight_cache.h"
 
@@ -219,14 +220,9 @@ std::vector<at::Tensor> linear_norm_forward_train(const at::Tensor& x, const at:
              *packed_weights(weight, bias.has_value() ? &*bias : nullptr),
              t.mutable_data_ptr<float>(), a.n, ep, threads);
   const at::Tensor nw = norm_weight.contiguous(), nb = norm_bias.contiguous();
-  if (a.norm == gemm::Norm::nonorm)
-    mbk::ops::nonorm_forward(t.const_data_ptr<float>(), nullptr, nw.const_data_ptr<float>(),
-                             nb.const_data_ptr<float>(), y.mutable_data_ptr<float>(), a.rows, a.n,
-                             threads);
-  else
-    mbk::ops::layernorm_forward(t.const_data_ptr<float>(), nullptr, nw.const_data_ptr<float>(),
-                                nb.const_data_ptr<float>(), static_cast<float>(eps),
-                                y.mutable_data_ptr<float>(), a.rows, a.n, threads);
+  mbk::ops::norm_forward(a.norm, t.const_data_ptr<float>(), nullptr, nw.const_data_ptr<float>(),
+                         nb.const_data_ptr<float>(), static_cast<float>(eps),
+                         y.mutable_data_ptr<float>(), a.rows, a.n, threads);
   return {y, t};
 }
 

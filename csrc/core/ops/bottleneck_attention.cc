@@ -9,7 +9,7 @@
 #include "gemm/gemm_kernels.h"
 #include "ops/attention.h"
 #include "ops/linear_norm.h"
-#include "ops/nonorm.h"
+#include "ops/norm.h"
 #include "scratch.h"
 
 namespace mbk::ops {
@@ -177,23 +177,8 @@ void bottleneck_attention_forward(const BottleneckAttentionWeights& w, const flo
   // plus residual in one pass, then the norm in place.
   gemm::gemm(ctx, width, s.rows, *w.output, out, width, gemm::Epilogue{}, num_threads);
   dropout_rows(out, width, s.rows, width, dropout.hidden, 0, residual, ld_residual, num_threads);
-  output_norm_rows(w, out, s.rows, width, num_threads);
-}
-
-void output_norm_rows(const BottleneckAttentionWeights& w, float* y, int64_t rows, int64_t width,
-                      int num_threads) {
-  if (w.norm == gemm::Norm::nonorm) {
-    nonorm_forward(y, nullptr, w.output_norm_weight, w.output_norm_bias, y, rows, width,
-                   num_threads);
-    return;
-  }
-  const gemm::IsaGemm& kern = gemm::isa_gemm(w.output->isa());
-  const int nt = rows * width >= (1 << 14) ? std::max(num_threads, 1) : 1;
-  gemm::parallel(nt, [&](int tid, int threads) {
-    const int64_t r0 = rows * tid / threads, r1 = rows * (tid + 1) / threads;
-    kern.layernorm_rows(y + r0 * width, width, r1 - r0, width, w.output_norm_weight,
-                        w.output_norm_bias, w.eps);
-  });
+  norm_forward(w.norm, out, nullptr, w.output_norm_weight, w.output_norm_bias, w.eps, out, s.rows,
+               width, num_threads);
 }
 
 }  // namespace mbk::ops

@@ -77,8 +77,4 @@ void bottleneck_attention_forward(const BottleneckAttentionWeights& w, const flo
                                   int num_threads, float* workspace = nullptr,
                                   const BottleneckAttentionDropout& dropout = {});
 
-// y [rows, width] contiguous = N(y) in place with the output norm's parameters.
-void output_norm_rows(const BottleneckAttentionWeights& w, float* y, int64_t rows, int64_t width,
-                      int num_threads);
-
 }  // namespace mbk::ops

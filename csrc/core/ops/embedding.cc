@@ -5,8 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "ops/layernorm.h"
-#include "ops/nonorm.h"
+#include "ops/norm.h"
 #include "scratch.h"
 
 namespace mbk::ops {
@@ -120,13 +119,11 @@ void embedding_forward(const EmbeddingArgs& a, int num_threads, float* workspace
   if (a.transformation == nullptr) {
     // y = N(t + y) in place (the norm kernels read each element of the residual y before
     // writing it); t keeps the Linear-less input rows.
-    if (a.norm == gemm::Norm::nonorm)
-      nonorm_forward(t, a.out, a.norm_weight, a.norm_bias, a.out, rows, hidden, num_threads);
-    else if (a.norm == gemm::Norm::layernorm)
-      layernorm_forward(t, a.out, a.norm_weight, a.norm_bias, a.eps, a.out, rows, hidden,
-                        num_threads);
-    else
+    if (a.norm == gemm::Norm::none)
       add_row(a.out, t, rows * hidden);
+    else
+      norm_forward(a.norm, t, a.out, a.norm_weight, a.norm_bias, a.eps, a.out, rows, hidden,
+                   num_threads);
     return;
   }
   // y = N(t Wᵀ + bias + y): the position + type rows come back as the residual, read before

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "gemm/gemm_kernels.h"
-#include "ops/nonorm.h"
+#include "ops/norm.h"
 #include "scratch.h"
 
 namespace mbk::ops {
@@ -64,12 +64,7 @@ void saved_ffn(const gemm::IsaGemm& kern, const FfnWeights& f, gemm::Act act, ge
                const float* in, int64_t ldin, int64_t n, float* h, float* t, float* next) {
   const int64_t width = f.intermediate->k();
   fused_ffn(kern, f, act, gemm::Norm::none, in, ldin, n, h, t, width);
-  if (norm == gemm::Norm::nonorm) {
-    nonorm_forward(t, nullptr, f.norm_weight, f.norm_bias, next, n, width, 1);
-  } else {
-    std::copy(t, t + n * width, next);
-    kern.layernorm_rows(next, width, n, width, f.norm_weight, f.norm_bias, f.eps);
-  }
+  norm_forward(norm, t, nullptr, f.norm_weight, f.norm_bias, f.eps, next, n, width, 1);
 }
 
 }  // namespace
