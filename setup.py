@@ -1,10 +1,12 @@
 """Build and install mbkernels: setuptools for the Python package, CMake + Ninja for mbkernels._C.
 
-    pip install -e . --no-build-isolation     # builds _C against the installed torch
+    pip install -e .                          # isolated build: pyproject.toml names what it needs
+    pip install -e . --no-build-isolation     # the same with this environment's pybind11/cmake/ninja
     MBK_NO_BUILD=1 pip install -e .           # pure Python (reference and Triton backends only)
 
-Build isolation must stay off: an isolated build would fetch and compile against another torch.
-CMake reuses build/py<version>/ between installs, so a rebuild only compiles what changed.
+_C is pybind11 over the torch-free core: the build needs no torch, and one build serves every
+torch the package supports. CMake reuses build/py<version>/ between installs, so a rebuild only
+compiles what changed.
 """
 
 import os
@@ -29,9 +31,8 @@ class CMakeExtension(Extension):
 
 class CMakeBuild(build_ext):
     def build_extension(self, ext):
-        # Imported here, not at the top: metadata-only commands need neither package.
+        # Imported here, not at the top: metadata-only commands do not need it.
         import pybind11
-        import torch.utils
 
         cmake = shutil.which("cmake")
         if cmake is None:
@@ -44,9 +45,9 @@ class CMakeBuild(build_ext):
         configure = [
             cmake, "-S", str(ROOT), "-B", str(build_dir),
             f"-DCMAKE_BUILD_TYPE={'Debug' if self.debug else 'Release'}",
-            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path};{pybind11.get_cmake_dir()}",
+            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DPython_EXECUTABLE={sys.executable}",
-            "-DMBK_WITH_TORCH=ON",
+            "-DMBK_WITH_PYTHON=ON",
         ]
         if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
             configure += ["-G", "Ninja"]

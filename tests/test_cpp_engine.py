@@ -34,7 +34,7 @@ LENGTHS = (129, 7, 1)
 
 requires_native = pytest.mark.skipif(
     not NATIVE.exists(), reason=f"{NATIVE} is not built (cmake -S . -B build/core -G Ninja "
-    "-DMBK_WITH_TORCH=OFF && cmake --build build/core; needs nlohmann-json3-dev)")
+    "-DMBK_WITH_PYTHON=OFF && cmake --build build/core; needs nlohmann-json3-dev)")
 
 
 def _aarch64_skip_reason() -> str | None:

@@ -1,5 +1,5 @@
 # Cross-compile the torch-free core for 64-bit ARM Linux and run its tests under qemu-user:
-#   cmake -S . -B build/aarch64 -G Ninja -DMBK_WITH_TORCH=OFF \
+#   cmake -S . -B build/aarch64 -G Ninja -DMBK_WITH_PYTHON=OFF \
 #         -DCMAKE_TOOLCHAIN_FILE=csrc/cmake/aarch64-linux-gnu.cmake
 #   cmake --build build/aarch64 -j2 && ctest --test-dir build/aarch64 --output-on-failure
 # Debian: apt-get install g++-aarch64-linux-gnu qemu-user
