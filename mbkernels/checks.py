@@ -10,9 +10,8 @@ The check mode — `with mbkernels.check_finite():`, or `MBK_CHECK_FINITE=1` in 
 the same for every dtype after every op (forward and backward), synchronizing each time, and raises
 at the first non-finite output. It is off by default; off, an op pays one context-variable read.
 
-Who reports: a custom op reports its own output (`ops/_registry.py`: fused and Triton paths, forward
-and backward ops); under `use_backend("reference")`, which bypasses the custom ops, the modules
-report what the reference returned (`modeling.py`). Modules name the site (`"layer 3
+Who reports: the public op function reports its outputs, whichever path ran (`ops/_registry.py`,
+`OpDef.__call__`: the reference bypass included), and the backward op its gradients. Modules name the site (`"layer 3
 (encoder.layer.3)"`, `"embeddings"`) in a context variable, so the state is per thread: a
 `check_finite()` block covers the thread that entered it (the environment variable covers all).
 Under `torch.compile` the per-forward float16 check is skipped (it would break the graph).
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mbkernels import backend
 
 ENV = "MBK_CHECK_FINITE"
 
@@ -146,13 +144,6 @@ def observe(op: str, out) -> None:
                 raise NonFiniteError(op, where, "nan" if value != value else "inf", t.dtype)
         elif scope.pending is not None:
             scope.pending.append((where, op, t.dtype, _max_abs(t)))
-
-
-def observe_reference(op: str, out) -> None:
-    """A module's report of an op it ran: only needed where the custom op (which reports itself) was
-    bypassed, i.e. under `use_backend("reference")`."""
-    if active() and backend.current_backend() == "reference":
-        observe(op, out)
 
 
 def _raise_first(pending: list) -> None:

@@ -16,16 +16,17 @@ def op_backends() -> dict[str, dict[str, str]]:
     b = backend.current_backend()
     table = {}
     for name, d in OPS.items():
+        devices = {k.device for k in d.kernels}
         if b == "reference":
             table[name] = {"cpu": "reference (backend)", "cuda": "reference (backend)"}
             continue
         if b == "triton":
-            cpu = "triton (interpreter)" if d.triton else "reference (no Triton kernel yet)"
+            cpu = "triton (interpreter)" if "triton" in devices else "reference (no Triton kernel yet)"
         elif backend._C is None:
             cpu = "reference (mbkernels._C not built)"
         else:
-            cpu = f"C++ {backend.active_isa()}" if d.cpu else "reference (no C++ kernel yet)"
-        cuda = "triton" if d.triton else "reference (no Triton kernel yet)"
+            cpu = f"C++ {backend.active_isa()}" if "cpu" in devices else "reference (no C++ kernel yet)"
+        cuda = "triton" if "triton" in devices else "reference (no Triton kernel yet)"
         table[name] = {"cpu": cpu, "cuda": cuda}
     return table
 

@@ -12,7 +12,7 @@ import os
 import torch
 from torch import nn
 
-from mbkernels import backend, checks, ops
+from mbkernels import checks, ops
 from mbkernels.config import MobileBertConfig
 from mbkernels.outputs import BaseModelOutputWithPooling
 
@@ -151,7 +151,6 @@ class MobileBertEmbeddings(nn.Module):
                 self.position_embeddings.weight, self.token_type_embeddings.weight,
                 self.LayerNorm.weight, self.LayerNorm.bias, padding_idx=c.pad_token_id, trigram=c.trigram_input,
                 norm=c.norm, eps=DEFAULT_EPS, dropout_p=c.hidden_dropout_prob if self.training else 0.0)
-            checks.observe_reference("embedding", out)
         return out
 
 
@@ -191,7 +190,6 @@ class MobileBertLayer(nn.Module):
             attn_dropout_p=c.attention_probs_dropout_prob if training else 0.0,
             hidden_dropout_p=c.hidden_dropout_prob if training and mode == "none" else 0.0,
             return_scores=return_scores)
-        checks.observe_reference("bottleneck_attention", a)
         ffns = [*getattr(self, "ffn", []), None]
         inter = [f.intermediate.dense if f is not None else self.intermediate.dense for f in ffns]
         outs = [f.output if f is not None else self.output for f in ffns]
@@ -200,11 +198,9 @@ class MobileBertLayer(nn.Module):
             [o.dense.bias for o in outs], [o.LayerNorm.weight for o in outs], [o.LayerNorm.bias for o in outs],
             act=c.hidden_act, norm=c.norm, eps=[c.layer_norm_eps] * (len(ffns) - 1) + [DEFAULT_EPS],
             dropout_p=c.hidden_dropout_prob if training and not c.use_bottleneck else 0.0)
-        checks.observe_reference("ffn_stack", a)
         if c.use_bottleneck:
             a = ops.linear_norm(a, *_wb(self.output.bottleneck), residual=hidden_states, norm=c.norm,
                                 eps=c.layer_norm_eps, dropout_p=c.hidden_dropout_prob if training else 0.0)
-            checks.observe_reference("linear_norm", a)
         return a, scores
 
     def encoder_weights(self, empty: torch.Tensor) -> list[torch.Tensor]:
@@ -248,12 +244,11 @@ class MobileBertEncoder(nn.Module):
                 tuple(all_scores) if all_scores is not None else None)
 
     def _one_op(self, hidden_states, per_layer_outputs: bool) -> bool:
-        """Whether inference runs all layers as one `ops.encoder` call (one C++ call on CPU instead of
-        3 op dispatches per layer): fp32 on CPU, fused backend, nothing needing gradients, per-layer
-        outputs or finite checks named per layer."""
+        """Whether inference runs all layers as one `ops.encoder` call (one kernel call instead of 3 op
+        calls per layer; the op decides which kernel runs): nothing needs gradients, per-layer outputs
+        or finite checks named per layer."""
         return (not self.training and not per_layer_outputs and not torch.is_grad_enabled()
-                and hidden_states.device.type == "cpu" and hidden_states.dtype == torch.float32
-                and backend.current_backend() == "fused" and not checks.active() and len(self.layer) > 0)
+                and not checks.active() and len(self.layer) > 0)
 
     def _encoder_op(self, hidden_states, key_mask):
         c = self.layer[0].config

@@ -21,7 +21,7 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import reference
-from mbkernels.ops._registry import OpDef, define
+from mbkernels.ops._registry import Kernel, OpDef, define
 
 ATTENTION_WEIGHTS = 18
 
@@ -42,19 +42,11 @@ def _reference(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps
     return h
 
 
-def _encoder_cpu(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck):
-    if h.dtype != torch.float32:
-        return NotImplemented
-    return torch.ops.mbkernels_cpu.encoder_forward(h, key_mask, weights, num_layers, num_heads, mode, norm, act,
-                                                   eps, ffn_eps, use_bottleneck)
-
-
-def _encoder_triton(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck):
-    """The layers one after another through the Triton kernels (CUDA, or the triton backend), when
-    they take every layer; else NotImplemented before anything runs."""
+def _triton_layers(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck):
+    """Each layer's Triton weights, when the Triton kernels take every layer; else None."""
     from mbkernels import triton as mbt
     if not mbt.available():
-        return NotImplemented
+        return None
     from mbkernels.triton import bottleneck_attention as tba
     from mbkernels.triton import ffn_stack as tffn
     from mbkernels.triton import linear_norm as tlin
@@ -67,13 +59,23 @@ def _encoder_triton(h, key_mask, weights, num_layers, num_heads, mode, norm, act
         a = h.new_empty((0, att[14].shape[0]))  # the shape and dtype of the attention output's rows
         if not (tba.supported(h, att, num_heads, mode, norm) and tffn.supported(a, lists[0], act, norm)
                 and (not use_bottleneck or tlin.supported(a, w[-4], norm))):
-            return NotImplemented
+            return None
         layers.append((att, lists, w[-4:]))
+    return layers
+
+
+def _triton_forward(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck, *,
+                    save):
+    from mbkernels.triton import bottleneck_attention as tba
+    from mbkernels.triton import ffn_stack as tffn
+    from mbkernels.triton import linear_norm as tlin
+    layers = _triton_layers(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps,
+                            use_bottleneck)
     for att, lists, out in layers:
         a, _ = tba.bottleneck_attention_forward(h, key_mask, att, num_heads, mode, norm, eps, 0.0, 0.0, None, False)
         a = tffn.ffn_stack_forward(a, *lists, act, norm, ffn_eps, 0.0, None)
         h = tlin.linear_norm_forward(a, *out, h, norm, eps, 0.0, None) if use_bottleneck else a
-    return h
+    return h, []
 
 
 def _fake(h, *rest):
@@ -84,11 +86,10 @@ ENCODER = define(OpDef(
     name="encoder",
     args=("Tensor h, Tensor? key_mask, Tensor[] weights, int num_layers, int num_heads, str mode, str norm, "
           "str act, float eps, float[] ffn_eps, bool use_bottleneck"),
-    returns="Tensor",
-    reference_forward=_reference,
+    outputs=1,
+    reference=_reference,
     fake=_fake,
-    cpu=_encoder_cpu,
-    triton=_encoder_triton,
+    kernels=(Kernel("triton", lambda *args: _triton_layers(*args) is not None, _triton_forward, None),),
 ))
 
 
@@ -102,6 +103,4 @@ def encoder(h: torch.Tensor, key_mask: torch.Tensor | None, weights: Sequence[to
                          f"got {len(weights)}")
     args = (h, key_mask, list(weights), num_layers, num_heads, mode, norm, act, float(eps),
             [float(e) for e in ffn_eps], use_bottleneck)
-    if backend.current_backend() == "reference":
-        return _reference(*args)
-    return torch.ops.mbkernels.encoder(*args)
+    return ENCODER(*args)

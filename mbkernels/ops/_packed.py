@@ -1,0 +1,94 @@
+"""The packed-weight cache of the CPU kernels: a Linear's weight (and bias) is packed for the active
+ISA once (`_C.pack_weights`, the GEMM's panel layout) and reused until the tensors change.
+
+Key: each weight's and bias's storage (its StorageImpl), offset, sizes and strides, and the ISA; a
+concatenation of Linears (one GEMM computing all their outputs side by side) keys on all of them.
+An entry holds a weak reference to those storages: while it does, a freed storage cannot be
+reallocated at the same address, so a new tensor is never mistaken for an old one (a data_ptr key
+would be: allocators reuse addresses), and the cache never keeps a freed weight's memory alive.
+Entries whose storage is gone are dropped whenever something is packed.
+
+Validity: the entry is reused while each tensor's data pointer and stamp are unchanged.
+- Normal tensors: the stamp is the version counter, which every in-place write through torch bumps
+  (optimizer steps, `copy_`, `load_state_dict`). Writes that bypass it (`.data`, numpy, raw
+  pointers) are invisible here, as they are to autograd.
+- Inference tensors (made under `torch.inference_mode`) have no version counter. They are usually
+  frozen values; their stamp is a fingerprint of 32 elements spread over the tensor, which a wholesale
+  rewrite (a checkpoint loaded in place) changes at the cost of 32 loads, not a pass over the
+  tensor. A write touching none of those elements goes unnoticed: call `clear()` after one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+
+from mbkernels import backend
+
+_lock = threading.Lock()
+_entries: dict[tuple, tuple[list, tuple, object]] = {}  # key -> (storage refs, stamps, packed)
+_hits = _misses = 0
+
+
+def _key(t: torch.Tensor) -> tuple:
+    return (t.untyped_storage()._cdata, t.storage_offset(), *t.shape, *t.stride())
+
+
+def _stamp(t: torch.Tensor):
+    if t.is_inference():
+        cols = t.shape[-1] if t.dim() > 1 else 1
+        return t.data_ptr(), backend._C.fingerprint(t.data_ptr(), t.numel(), cols, t.stride(0),
+                                                    t.stride(-1) if t.dim() > 1 else 1)
+    return t.data_ptr(), t._version
+
+
+def packed(linears: Sequence[tuple[torch.Tensor, torch.Tensor | None]]):
+    """The packed form of the Linears `(weight [n_i, k], bias [n_i] or None)` stacked along n, for
+    the active ISA. Weights are float32 CPU tensors (checked by the caller), any strides."""
+    global _hits, _misses
+    tensors = [t for pair in linears for t in pair if t is not None]
+    key = (backend._C.get_isa(), tuple(None if t is None else _key(t) for pair in linears for t in pair))
+    stamps = tuple(_stamp(t) for t in tensors)
+    with _lock:
+        entry = _entries.get(key)
+        if entry is not None and entry[1] == stamps:
+            _hits += 1
+            return entry[2]
+    weight, bias = _stacked(linears)
+    n, k = weight.shape
+    result = backend._C.pack_weights(weight.data_ptr(), weight.stride(0), weight.stride(1),
+                                     0 if bias is None else bias.data_ptr(), n, k)
+    refs = [StorageWeakRef(t.untyped_storage()) for t in tensors]
+    with _lock:
+        _misses += 1
+        for stale in [k for k, (r, _, _) in _entries.items() if any(ref.expired() for ref in r)]:
+            del _entries[stale]
+        _entries[key] = (refs, stamps, result)
+    return result
+
+
+def _stacked(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if len(linears) == 1:
+        weight, bias = linears[0]
+        return weight, None if bias is None else bias.contiguous()
+    weight = torch.cat([w for w, _ in linears])
+    if all(b is None for _, b in linears):
+        return weight, None
+    return weight, torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in linears])
+
+
+def stats() -> dict[str, int]:
+    """packs (PackedWeights built in this process), hits, misses, entries and their bytes."""
+    with _lock:
+        live = [e for e in _entries.values() if not any(ref.expired() for ref in e[0])]
+        return {"packs": backend._C.pack_count(), "hits": _hits, "misses": _misses, "entries": len(live),
+                "bytes": sum(e[2].bytes for e in live)}
+
+
+def clear() -> None:
+    """Drop every packing: the way to make the kernels see writes the stamps cannot detect."""
+    with _lock:
+        _entries.clear()
