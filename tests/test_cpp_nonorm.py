@@ -1,11 +1,26 @@
-"""The C++ NoNorm CPU ops (torch.ops.mbkernels_cpu.*) on every ISA this machine runs, against
-plain torch in float64; plus the dtype/shape errors and the ISA selection API of mbkernels._C."""
+"""The C++ NoNorm CPU kernel (the op's `_C` kernel, called directly) on every ISA this machine
+runs, against plain torch in float64; plus the dtype/shape errors and the ISA selection API of
+mbkernels._C."""
 
 import pytest
 import torch
 
+from mbkernels import ops
+from mbkernels.ops.nonorm import NONORM
+
 _C = pytest.importorskip("mbkernels._C", reason="mbkernels._C is not built")
-OPS = torch.ops.mbkernels_cpu
+KERNEL = NONORM.kernels[0]
+assert KERNEL.device == "cpu"
+
+
+def nonorm_forward(x, w, b, r):
+    return KERNEL.forward(x, w, b, r, save=False)[0]
+
+
+def nonorm_backward(g, x, w, r):
+    """(grad_x, grad_weight, grad_bias); grad_x is also the residual's."""
+    gx, gw, gb, _ = KERNEL.backward([g], [True] * 4, [], x, w, w, r)
+    return gx, gw, gb
 
 SHAPES = [(1, 1, 7), (2, 129, 128), (3, 5, 512), (5, 3, 129), (4, 127)]
 
@@ -59,8 +74,8 @@ def test_nonorm_fp32_matches_torch(isa, threads, shape, residual, contiguous):
     g, x, w, b, r = make_inputs(shape, torch.float32, residual, contiguous)
     y_ref, gx_ref, gw_ref, gb_ref = reference(g, x, w, b, r)
 
-    y = OPS.nonorm_forward(x, w, b, r)
-    gx, gw, gb = OPS.nonorm_backward(g, x, w, r)
+    y = nonorm_forward(x, w, b, r)
+    gx, gw, gb = nonorm_backward(g, x, w, r)
 
     assert y.dtype == gx.dtype == gw.dtype == gb.dtype == torch.float32
     assert y.shape == gx.shape == x.shape and gw.shape == gb.shape == w.shape
@@ -74,8 +89,8 @@ def test_nonorm_fp32_matches_torch(isa, threads, shape, residual, contiguous):
 def test_nonorm_fp64(isa, residual):
     g, x, w, b, r = make_inputs((2, 33, 129), torch.float64, residual, contiguous=True)
     y_ref, gx_ref, gw_ref, gb_ref = reference(g, x, w, b, r)
-    gx, gw, gb = OPS.nonorm_backward(g, x, w, r)
-    for out, ref in [(OPS.nonorm_forward(x, w, b, r), y_ref), (gx, gx_ref), (gw, gw_ref),
+    gx, gw, gb = nonorm_backward(g, x, w, r)
+    for out, ref in [(nonorm_forward(x, w, b, r), y_ref), (gx, gx_ref), (gw, gw_ref),
                      (gb, gb_ref)]:
         assert out.dtype == torch.float64
         assert rel_err(out, ref) <= 1e-12
@@ -83,34 +98,39 @@ def test_nonorm_fp64(isa, residual):
 
 def test_backward_deterministic(isa, threads):
     g, x, w, _, r = make_inputs((8, 250, 129), torch.float32, residual=True, contiguous=True)
-    first = OPS.nonorm_backward(g, x, w, r)
+    first = nonorm_backward(g, x, w, r)
     for _ in range(5):
-        again = OPS.nonorm_backward(g, x, w, r)
+        again = nonorm_backward(g, x, w, r)
         for a, b in zip(first, again):
             assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_dtypes_rejected(dtype):
+def test_half_dtypes_not_taken_by_the_kernel(dtype):
+    """The C++ kernel takes float32/float64 only: bfloat16 runs the reference, float16 is refused by
+    the fused CPU backend with a message that names it."""
     g, x, w, b, _ = make_inputs((2, 3, 8), dtype, residual=False, contiguous=True)
-    with pytest.raises(RuntimeError, match="float32"):
-        OPS.nonorm_forward(x, w, b, None)
-    with pytest.raises(RuntimeError, match="float32"):
-        OPS.nonorm_backward(g, x, w, None)
+    assert not KERNEL.supports(x, w, b, None)
+    if dtype == torch.float16:
+        with pytest.raises(TypeError, match="float16"):
+            ops.nonorm(x, w, b)
+    else:
+        assert ops.nonorm(x, w, b).dtype == dtype
 
 
 def test_bad_arguments_named():
+    """Arguments are validated once, by the op, before any kernel sees them."""
     x, w, b = torch.randn(2, 8), torch.randn(8), torch.randn(8)
-    with pytest.raises(RuntimeError, match=r"weight must have shape \[8\]"):
-        OPS.nonorm_forward(x, torch.randn(7), b, None)
-    with pytest.raises(RuntimeError, match="bias must have shape"):
-        OPS.nonorm_forward(x, w, torch.randn(9), None)
-    with pytest.raises(RuntimeError, match="residual must have the shape of x"):
-        OPS.nonorm_forward(x, w, b, torch.randn(2, 7))
-    with pytest.raises(RuntimeError, match="weight must have the dtype of x"):
-        OPS.nonorm_forward(x, w.double(), b, None)
-    with pytest.raises(RuntimeError, match="grad_out must have the shape of x"):
-        OPS.nonorm_backward(torch.randn(3, 8), x, w, None)
+    with pytest.raises(ValueError, match=r"nonorm: weight: expected shape \(8,\)"):
+        ops.nonorm(x, torch.randn(7), b)
+    with pytest.raises(ValueError, match=r"nonorm: bias: expected shape \(8,\)"):
+        ops.nonorm(x, w, torch.randn(9))
+    with pytest.raises(ValueError, match=r"nonorm: residual: expected shape \(2, 8\)"):
+        ops.nonorm(x, w, b, torch.randn(2, 7))
+    with pytest.raises(TypeError, match=r"nonorm: weight: expected torch.float32"):
+        ops.nonorm(x, w.double(), b)
+    with pytest.raises(RuntimeError, match="shape"):  # autograd's own check of a gradient's shape
+        ops.nonorm(x.requires_grad_(), w, b).backward(torch.randn(3, 8))
 
 
 def test_isa_api(restore_isa):

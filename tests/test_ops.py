@@ -17,6 +17,10 @@ from op_cases import CASES, attention_case, bottleneck_attention_case, embedding
 ISAS = cpu_isas() or [None]
 
 
+def has_cpu_kernel(name) -> bool:
+    return any(k.device == "cpu" for k in OPS[name].kernels)
+
+
 def _flat(args):
     out = []
     for a in args:
@@ -61,9 +65,9 @@ def check_against_reference(fn, args, kwargs, name, tol=1e-5):
     float32 reference itself is worse (weight-gradient rows that cancel) — ≤ 2× its error, the rule
     FlashAttention's tests use: a kernel may not be less accurate than plain fp32 torch."""
     outs, grads = _grads_of(fn, args, kwargs, "fused")
-    expected = f"cpu:{backend.active_isa()}" if OPS[name].cpu is not None and backend._C is not None else "reference"
+    expected = f"cpu:{backend.active_isa()}" if has_cpu_kernel(name) and backend._C is not None else "reference"
     assert backend.last_ran[name] == expected
-    assert backend.last_ran[name + "_backward"] == (expected if OPS[name].cpu_backward else "reference")
+    assert backend.last_ran[name + "_backward"] == expected
     assert_matches_reference(fn, args, kwargs, name, outs, grads, tol)
 
 
@@ -88,7 +92,7 @@ def assert_matches_reference(fn, args, kwargs, name, outs, grads, tol=1e-5):
 
 
 # The ISA only changes ops that have a C++ kernel: sweep ISAs for those, run the others once.
-NAME_ISA = [(name, isa) for name in CASES for isa in (ISAS if OPS[name].cpu is not None else ISAS[:1])]
+NAME_ISA = [(name, isa) for name in CASES for isa in (ISAS if has_cpu_kernel(name) else ISAS[:1])]
 
 
 @pytest.mark.parametrize("name,isa", NAME_ISA)
@@ -162,26 +166,22 @@ def test_no_scores_buffer_unless_asked():
 
 
 def _op_args(name):
-    """The custom op's exact positional arguments, recovered by calling through the public function
-    (in training it calls `<name>_train` where the op has one: same arguments)."""
+    """The custom op's exact positional arguments (the last one, `save`, true: the cases want
+    gradients), recovered by calling through the public function."""
     fn, args, kwargs = CASES[name](s=5)
     captured = {}
-    targets = [n for n in (name, name + "_train") if hasattr(torch.ops.mbkernels, n)]
-    real = {n: torch.ops.mbkernels.__getattr__(n) for n in targets}
+    opdef = OPS[name]
+    real = opdef.op
 
-    def spy(n):
-        def call(*a):
-            captured["args"] = a
-            return real[n](*a)
-        return call
+    def spy(*a):
+        captured["args"] = a
+        return real(*a)
 
-    for n in targets:
-        torch.ops.mbkernels.__dict__[n] = spy(n)
+    opdef.op = spy
     try:
         fn(*args, **kwargs)
     finally:
-        for n in targets:
-            del torch.ops.mbkernels.__dict__[n]
+        opdef.op = real
     return captured["args"]
 
 
@@ -190,32 +190,29 @@ def _detached(op_args):
                  else a.detach() if isinstance(a, torch.Tensor) else a for a in op_args)
 
 
-def _needs(op_args):
-    return [t is not None and t.is_floating_point() for t in _flat(op_args) if isinstance(t, torch.Tensor) or t is None]
+def _needs(name, args):
+    return [t is not None and t.is_floating_point() for t in OPS[name].tensors(args)]
 
 
+# Ops whose CPU kernel keeps intermediates when asked to save (the others recompute).
+SAVING = {"linear_norm", "ffn_stack", "bottleneck_attention", "embedding"}
+
+
+@pytest.mark.parametrize("save", [False, True], ids=["infer", "save"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_opcheck(name):
+def test_opcheck(name, save):
+    """The forward op (saving or not) and the backward op with that forward's saved list."""
     op = OPS[name]
-    op_args = _op_args(name)
+    *args, _ = _op_args(name)
+    op_args = (*args, save)
     torch.library.opcheck(op.op, op_args)
-    outs = op.op(*op_args)
-    outs = outs if isinstance(outs, tuple) else (outs,)
+    *outs, saved = op.op(*op_args)
+    if save and name in SAVING and has_cpu_kernel(name) and backend._C is not None:
+        assert saved and backend.last_ran[name] == f"cpu:{backend.active_isa()}"
+    if not save:
+        assert saved == []
     grads = [torch.randn_like(o) if o.numel() else o.new_empty(0) for o in outs]
-    torch.library.opcheck(op.backward_op, (grads, _needs(op_args), *_detached(op_args)))
-
-
-@pytest.mark.skipif(backend._C is None, reason="the saving training forwards are C++ kernels")
-@pytest.mark.parametrize("name", [name for name, d in OPS.items() if d.train_op is not None])
-def test_opcheck_saving(name):
-    """The training forwards that keep intermediates, and their backwards."""
-    op_args = _op_args(name)
-    op = OPS[name]
-    torch.library.opcheck(op.train_op, op_args)
-    *outs, saved = op.train_op(*op_args)
-    assert saved and backend.last_ran[name + "_train"] == f"cpu:{backend.active_isa()}"
-    grads = [torch.randn_like(o) if o.numel() else o.new_empty(0) for o in outs]
-    torch.library.opcheck(op.train_backward_op, (grads, _needs(op_args), saved, *_detached(op_args)))
+    torch.library.opcheck(op.backward_op, (grads, _needs(name, args), saved, *_detached(args)))
 
 
 # Tiny widths: gradcheck differentiates numerically through every input element.
@@ -256,12 +253,12 @@ def test_dropout_mask_is_a_function_of_seed_and_consistent_in_backward():
     fn, args, kwargs = linear_norm_case(dtype=torch.float64, s=4, k=16, n=8)
     seed = torch.tensor(1234)
     op_args = (*args, "nonorm", 1e-12, 0.3, seed)
-    a = torch.ops.mbkernels.linear_norm(*op_args)
-    b = torch.ops.mbkernels.linear_norm(*op_args)
+    a = torch.ops.mbkernels.linear_norm(*op_args, False)[0]
+    b = torch.ops.mbkernels.linear_norm(*op_args, False)[0]
     assert torch.equal(a, b)
     keep = keep_mask((2, 4, 8), 0.3, seed, 0, torch.device("cpu"))
     assert 0.55 < keep.float().mean() < 0.85
-    assert torch.autograd.gradcheck(lambda x, W: torch.ops.mbkernels.linear_norm(x, W, *op_args[2:]),
+    assert torch.autograd.gradcheck(lambda x, W: torch.ops.mbkernels.linear_norm(x, W, *op_args[2:], True)[0],
                                     (args[0], args[1]))
 
 
@@ -273,11 +270,13 @@ def test_dropout_rate_and_scaling():
 
 
 def test_reference_backend_bypasses_custom_ops():
+    """The reference path is plain autograd: neither custom op runs (what ran says so)."""
     backend.last_ran.clear()
     fn, args, kwargs = nonorm_case()
     with mbkernels.use_backend("reference"):
-        fn(*args, **kwargs)
-    assert "nonorm" not in backend.last_ran
+        fn(*args, **kwargs).sum().backward()
+    assert backend.last_ran["nonorm"] == "reference"
+    assert "nonorm_backward" not in backend.last_ran
 
 
 def test_fp16_on_fused_cpu_is_a_clear_error():
@@ -304,8 +303,8 @@ def test_torch_compile_has_no_graph_break_on_our_ops():
 
 
 def test_torch_compile_traces_the_training_forwards():
-    """A CPU training step of one layer under torch.compile(fullgraph): the saving training forwards
-    (`<name>_train`, whose saved lists come from fakes) trace and give eager's gradients."""
+    """A CPU training step of one layer under torch.compile(fullgraph): the saving forwards (whose
+    saved lists come from fakes) trace and give eager's gradients."""
     from mbkernels import MobileBertConfig, MobileBertLayer
     torch.manual_seed(0)
     layer = MobileBertLayer(MobileBertConfig(num_hidden_layers=1, attention_probs_dropout_prob=0.0)).train()
@@ -319,7 +318,7 @@ def test_torch_compile_traces_the_training_forwards():
     expected = step(layer)
     if backend._C is not None:
         for name in ("bottleneck_attention", "ffn_stack", "linear_norm"):
-            assert backend.last_ran[name + "_train"] == f"cpu:{backend.active_isa()}"
+            assert backend.last_ran[name] == f"cpu:{backend.active_isa()}"
     got = step(torch.compile(layer, fullgraph=True, backend="aot_eager"))
     for g, e in zip(got, expected):
         assert rel_err(g, e) <= 1e-6

@@ -14,21 +14,17 @@ def test_every_registered_schema_is_documented_verbatim():
     for name, d in OPS.items():
         schema = str(d.op._opoverload._schema)
         assert schema in DOC, f"SCHEMAS.md does not state {schema}"
+        args = schema.split("(", 1)[1].split(") ->")[0]
+        assert args.endswith(", bool save"), schema
+        assert schema.endswith(", Tensor[])"), schema  # the outputs, then the saved list
         backward = str(d.backward_op._opoverload._schema)
-        assert backward.startswith(f"mbkernels::{name}_backward(Tensor[] grads, bool[] needs_grad, ")
-        assert backward.endswith(") -> Tensor[]")
-        assert backward.split("needs_grad, ", 1)[1].split(") ->")[0] == schema.split("(", 1)[1].split(") ->")[0]
+        assert backward == (f"mbkernels::{name}_backward(Tensor[] grads, bool[] needs_grad, Tensor[] saved, "
+                            f"{args.removesuffix(', bool save')}) -> Tensor[]")
 
 
-def test_training_forwards_are_documented():
-    """The saving training forwards (`<name>_train`): their schemas, and arguments identical to the op's."""
-    saving = {name: d for name, d in OPS.items() if d.train_op is not None}
-    assert {"linear_norm", "ffn_stack"} <= set(saving)
-    for name, d in saving.items():
-        schema = str(d.train_op._opoverload._schema)
-        assert schema in DOC, f"SCHEMAS.md does not state {schema}"
-        args = str(d.op._opoverload._schema).split("(", 1)[1].split(") ->")[0]
-        assert schema == f"mbkernels::{name}_train({args}) -> " + schema.split(") -> ", 1)[1]
-        assert schema.endswith(", Tensor[])")
-        backward = str(d.train_backward_op._opoverload._schema)
-        assert backward == f"mbkernels::{name}_train_backward(Tensor[] grads, bool[] needs_grad, Tensor[] saved, {args}) -> Tensor[]"
+def test_each_public_op_is_exactly_two_registered_ops():
+    """8 public ops, 16 registered torch ops: no private namespace, no training twins."""
+    import torch
+    registered = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("mbkernels"))
+    assert registered == sorted([*(f"mbkernels::{n}" for n in OPS), *(f"mbkernels::{n}_backward" for n in OPS)])
+    assert len(registered) == 16

@@ -3,7 +3,9 @@ packed GEMM, and the norm backward that linear_norm, ffn_stack, bottleneck_atten
 all end with.
 
 `_C` takes raw data pointers, sizes and strides and writes into outputs allocated here, so every
-tensor it reads is float32 on the CPU (the kernels' `supports` said so) and laid out as passed.
+tensor it reads is float32 on the CPU (the kernels' `supports` said so) and laid out as passed. A
+tensor whose pointer is passed must be held by a name over the call: `t.contiguous().data_ptr()`
+would hand over the memory of a temporary freed before the kernel reads it.
 """
 
 from __future__ import annotations
@@ -54,10 +56,10 @@ def gemm(a: torch.Tensor, lda: int, weight, out: torch.Tensor, act: str = "none"
 def norm_backward(norm: str, g: torch.Tensor, t: torch.Tensor, w: torch.Tensor, eps: float):
     """t [rows, n] the norm's input, g = dL/dN(t), both contiguous: (gt = dL/dt, gw, gb, gsum), gsum
     being gt's column sums (the gradient of a bias added before the norm)."""
-    n = t.shape[1]
+    n, w = t.shape[1], w.contiguous()  # named: a temporary's data would be freed before the call
     gt = torch.empty_like(t)
     gw, gb, gsum = (t.new_empty(n) for _ in range(3))
-    backend._C.norm_backward(norm, g.data_ptr(), t.data_ptr(), w.contiguous().data_ptr(), eps,
+    backend._C.norm_backward(norm, g.data_ptr(), t.data_ptr(), w.data_ptr(), eps,
                              gt.data_ptr(), gw.data_ptr(), gb.data_ptr(), gsum.data_ptr(), t.shape[0], n,
                              threads())
     return gt, gw, gb, gsum
@@ -67,7 +69,8 @@ def norm_forward(norm: str, t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, e
                  out: torch.Tensor | None = None) -> torch.Tensor:
     """N(t) over contiguous rows."""
     out = torch.empty_like(t) if out is None else out
-    backend._C.norm_forward(norm, t.data_ptr(), 0, w.contiguous().data_ptr(), b.contiguous().data_ptr(), eps,
+    w, b = w.contiguous(), b.contiguous()  # named: a temporary's data would be freed before the call
+    backend._C.norm_forward(norm, t.data_ptr(), 0, w.data_ptr(), b.data_ptr(), eps,
                             out.data_ptr(), t.shape[0], t.shape[1], threads())
     return out
 

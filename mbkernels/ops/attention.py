@@ -36,7 +36,7 @@ def _cpu_forward(q, k, v, key_mask, dropout_p, seed, return_scores, *, save):
     ctx = q.new_empty((b, h, sq, v.shape[3]))
     scores = q.new_empty((b, h, sq, k.shape[2]) if return_scores else (0,))
     mask = _cpu.key_mask_bytes(key_mask)  # kept alive over the call
-    args, _ = _operands(q, k, v, mask, dropout_p, seed)
+    args, held = _operands(q, k, v, mask, dropout_p, seed)  # held: copies whose pointers are in args
     backend._C.attention_forward(*args, ctx.data_ptr(), _cpu.head_strides(ctx),
                                  scores.data_ptr() if return_scores else 0, _cpu.threads())
     return ctx, scores, []

@@ -30,7 +30,7 @@ def _supports_cpu(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed):
 def _saves(act, w1) -> bool:
     """Whether the forward keeps the intermediates: ReLU (relu' reads off the kept activations) and
     one intermediate width (the saved activations are one [n, rows, width] tensor)."""
-    return act == "relu" and len({w.shape[0] for w in w1}) == 1
+    return act == "relu" and all(w.shape[0] == w1[0].shape[0] for w in w1)  # (SymInts: no set)
 
 
 def _saved_fake(x, w1, *rest):

@@ -40,8 +40,9 @@ def _cpu_forward(x, weight, bias, norm_weight, norm_bias, residual, norm, eps, d
     xv, ldx = _cpu.rows(x, k)
     y = x.new_empty((*x.shape[:-1], n))
     rv, ldr = _cpu.rows(residual, n) if residual is not None else (None, 0)
+    nw, nb = norm_weight.contiguous(), norm_bias.contiguous()
     backend._C.linear_norm_forward(xv.data_ptr(), ldx, xv.shape[0], _cpu.packed(weight, bias), _cpu.ptr(rv), ldr,
-                                   norm, norm_weight.contiguous().data_ptr(), norm_bias.contiguous().data_ptr(),
+                                   norm, nw.data_ptr(), nb.data_ptr(),
                                    eps, y.data_ptr(), n, _cpu.threads())
     return y, []
 

@@ -15,22 +15,22 @@ from mbkernels.ops import _cpu, reference
 from mbkernels.ops._registry import Kernel, OpDef, define
 
 
-def _operands(x, weight, residual):
+def _operands(x, weight, bias, residual):
     cols = weight.numel()
     x = x.contiguous()
-    return x, weight.contiguous(), None if residual is None else residual.contiguous(), cols, \
-        (x.numel() // cols if cols else 0)
+    return (x, weight.contiguous(), bias.contiguous(), None if residual is None else residual.contiguous(), cols,
+            x.numel() // cols if cols else 0)
 
 
 def _cpu_forward(layernorm):
     def forward(x, weight, bias, residual, eps=0.0, *, save):
-        x, w, r, cols, rows = _operands(x, weight, residual)
+        x, w, b, r, cols, rows = _operands(x, weight, bias, residual)
         y = torch.empty_like(x)
         if layernorm:
-            backend._C.layernorm_forward(x.data_ptr(), _cpu.ptr(r), w.data_ptr(), bias.contiguous().data_ptr(),
+            backend._C.layernorm_forward(x.data_ptr(), _cpu.ptr(r), w.data_ptr(), b.data_ptr(),
                                          eps, y.data_ptr(), rows, cols, _cpu.threads())
         else:
-            backend._C.nonorm_forward(x.data_ptr(), _cpu.ptr(r), w.data_ptr(), bias.contiguous().data_ptr(),
+            backend._C.nonorm_forward(x.data_ptr(), _cpu.ptr(r), w.data_ptr(), b.data_ptr(),
                                       y.data_ptr(), rows, cols, x.dtype == torch.float64, _cpu.threads())
         return y, []
     return forward
@@ -38,7 +38,7 @@ def _cpu_forward(layernorm):
 
 def _cpu_backward(layernorm):
     def backward(grads, needs_grad, saved, x, weight, bias, residual, eps=0.0):
-        x, w, r, cols, rows = _operands(x, weight, residual)
+        x, w, b, r, cols, rows = _operands(x, weight, bias, residual)
         g = grads[0].contiguous()
         gx, gw, gb = torch.empty_like(x), torch.empty_like(w), torch.empty_like(w)
         if layernorm:
