@@ -2,13 +2,14 @@
 every ISA this machine runs, against the float64 reference: token counts around the tiles, odd
 widths, non-contiguous inputs, both norms and both activations, 1 and 2 threads; the packed-weight
 cache (a second inference call never repacks; in-place writes and new tensors are seen); the
-fallbacks to the reference (fp64, bf16, dropout) and the C++ argument errors."""
+fallbacks to the reference (fp64, bf16, dropout) and the argument errors, named once by the op."""
 
 import pytest
 import torch
 
 import mbkernels
 from mbkernels import backend, ops
+from mbkernels.ops import _packed
 from mbkernels.ops import reference
 from mbkernels.testing import rel_err
 
@@ -113,7 +114,7 @@ def test_ffn_stack_odd_widths_and_strides(isa, threads, n_ffn):
 
 
 def _stats():
-    return _C.packed_weight_stats()
+    return _packed.stats()
 
 
 @pytest.mark.parametrize("mode", ["inference_mode", "no_grad"])
@@ -171,7 +172,7 @@ def test_clear_packed_weights():
     x, w, b, nw, nb, r = _linear_norm_inputs(3, 32, 16)
     with torch.inference_mode():
         ops.linear_norm(x, w, b, nw, nb, r)
-        _C.clear_packed_weights()
+        _packed.clear()
         assert _stats()["entries"] == 0
         packs = _stats()["packs"]
         ops.linear_norm(x, w, b, nw, nb, r)
@@ -198,25 +199,24 @@ def test_dropout_runs_the_reference():
     assert backend.last_ran["linear_norm"] == f"cpu:{_C.get_isa()}"
 
 
-def test_cpp_argument_errors():
+def test_argument_errors_named_once_by_the_op():
+    """Validation happens once, in the op (`_arguments.py`), before any kernel sees the arguments."""
     x, w, b, nw, nb, r = _linear_norm_inputs(7, 64, 32)
-    op = torch.ops.mbkernels_cpu.linear_norm_forward
-    with pytest.raises(RuntimeError, match="x must be float32"):
-        op(x.double(), w, b, nw, nb, r, "nonorm", 1e-12)
-    with pytest.raises(RuntimeError, match=r"weight must have shape \[out_features, 64\]"):
-        op(x, w[:, :63], b, nw, nb, r, "nonorm", 1e-12)
-    with pytest.raises(RuntimeError, match="residual must have shape"):
-        op(x, w, b, nw, nb, r[..., :31], "nonorm", 1e-12)
-    with pytest.raises(RuntimeError, match="norm must be 'nonorm' or 'layernorm'"):
-        op(x, w, b, nw, nb, r, "batchnorm", 1e-12)
+    with pytest.raises(TypeError, match=r"linear_norm: weight: expected torch.float64"):
+        ops.linear_norm(x.double(), w, b, nw, nb, r)
+    with pytest.raises(ValueError, match=r"linear_norm: weight: expected shape \(\*, 64\)"):
+        ops.linear_norm(x, w[:, :63], b, nw, nb, r)
+    with pytest.raises(ValueError, match=r"linear_norm: residual: expected shape"):
+        ops.linear_norm(x, w, b, nw, nb, r[..., :31])
+    with pytest.raises(ValueError, match=r"linear_norm: norm: expected one of \('nonorm', 'layernorm'\)"):
+        ops.linear_norm(x, w, b, nw, nb, r, norm="batchnorm")
     fx, w1, b1, w2, b2, fnw, fnb = _ffn_inputs(3, 32, 48, n=2)
-    fop = torch.ops.mbkernels_cpu.ffn_stack_forward
-    with pytest.raises(RuntimeError, match="output_weights must have 2 entries"):
-        fop(fx, w1, b1, w2[:1], b2, fnw, fnb, "relu", "nonorm", [1e-12, 1e-12])
-    with pytest.raises(RuntimeError, match=r"output_weights\[1\] must have shape"):
-        fop(fx, w1, b1, [w2[0], w2[1][:, :47]], b2, fnw, fnb, "relu", "nonorm", [1e-12, 1e-12])
-    with pytest.raises(RuntimeError, match="act must be 'relu' or 'gelu'"):
-        fop(fx, w1, b1, w2, b2, fnw, fnb, "tanh", "nonorm", [1e-12, 1e-12])
+    with pytest.raises(ValueError, match="output_weights expected 2 entries"):
+        ops.ffn_stack(fx, w1, b1, w2[:1], b2, fnw, fnb, "relu", "nonorm", [1e-12, 1e-12])
+    with pytest.raises(ValueError, match=r"output_weights\[1\]: expected shape"):
+        ops.ffn_stack(fx, w1, b1, [w2[0], w2[1][:, :47]], b2, fnw, fnb, "relu", "nonorm", [1e-12, 1e-12])
+    with pytest.raises(ValueError, match=r"act: expected one of \('relu', 'gelu'\)"):
+        ops.ffn_stack(fx, w1, b1, w2, b2, fnw, fnb, "tanh", "nonorm", [1e-12, 1e-12])
 
 
 def test_gemm_kernel_names_tile_and_isa(isa):
