@@ -327,16 +327,18 @@ def _detached(args):
 
 
 def _encoder_built(b: int, s: int):
-    """ops.encoder's arguments for one MobileBERT layer, as MobileBertEncoder passes them."""
+    """ops.encoder's arguments for one MobileBERT layer, as MobileBertEncoder passes them; h is the
+    embeddings' output (activations at the released checkpoint's scale)."""
     from mbkernels import ops
-    from mbkernels.modeling import MobileBertLayer
 
     c = dataclasses.replace(CONFIG, num_hidden_layers=1)
-    layer = MobileBertLayer(c).eval()
-    realistic_init_(layer)
-    h = torch.randn(b, s, c.hidden_size)
+    model = MobileBertModel(c).eval()
+    realistic_init_(model)
+    ids = torch.randint(1, c.vocab_size, (b, s), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        h = model.embeddings(ids)
     key_mask = torch.ones(b, s, dtype=torch.bool)
-    weights = [t.detach() for t in layer.encoder_weights(h.new_empty(0))]
+    weights = [t.detach() for t in model.encoder.layer[0].encoder_weights(h.new_empty(0))]
     ffn_eps = [c.layer_norm_eps] * (c.num_feedforward_networks - 1) + [1e-5]
     args = (h, key_mask, weights, 1, c.num_attention_heads, c.attention_mode, c.norm, c.hidden_act,
             c.layer_norm_eps, ffn_eps, c.use_bottleneck)
