@@ -63,7 +63,8 @@ SIZES = {
 # Untimed calls after the first one; the last one's duration sizes the rounds.
 WARMUP_CALLS = 1
 MAX_ROUNDS = 2000
-# ONNX Runtime's worker threads spin after a run (REFERENCE.md): idle this long after its block.
+# ONNX Runtime's worker threads spin after a run and take the next provider's cores: idle this long
+# after its block.
 ORT_PAUSE_S = 0.5
 # Output check against the reference in inference mode: catches a provider that is fast because it
 # is wrong (a broken export, a compile that dropped the mask), not precision.
