@@ -1,7 +1,8 @@
-"""The benchmark cases: every op of DESIGN.md at MobileBERT's sizes, one MobileBertLayer, the whole
-MobileBertModel (default preset). Weights use `mbkernels.testing.realistic_init_` (activations at
-the 1e5-1e7 scale of the released checkpoint), except fp16, where those activations overflow and
-plain random init is used.
+"""The benchmark cases: every public op at MobileBERT's sizes, one MobileBertLayer, the whole
+MobileBertModel (default preset), and each op's call overhead (the public op against its C++ kernel
+called directly). Weights use `mbkernels.testing.realistic_init_` (activations at the 1e5-1e7 scale
+of the released checkpoint), except fp16, where those activations overflow and plain random init is
+used.
 
 Adding a case is one function:
 
@@ -307,3 +308,91 @@ def model_hf_patched(spec: Spec) -> Workload:
                  "hf": whole.providers["hf"]}
     return Workload(whole.flops, providers, whole.expected, {**whole.info, "shape": "HF MobileBertModel "
                     f"(mobilebert preset, {whole.info['layers']} layers) patched by mbkernels.patch_hf, ids [B, S]"})
+
+
+# -- per-op call overhead ----------------------------------------------------------------------------
+
+# What a public op costs beyond its kernel: the Python function, the finite-check hook, the custom op's
+# dispatch and the backend choice, at a size where the kernel itself takes microseconds. `fused` is the
+# public op, `kernel` its C++ kernel function called directly on inputs prepared outside the timed
+# region (bench/kernel_calls.py, the one file that follows the binding); the report's overhead table
+# is fused - kernel in µs. Inference only, fp32, CPU, MobileBERT's widths at batch 1 x sequence 8.
+OVERHEAD_SIZE = (1, 8)
+
+
+def _detached(args):
+    if isinstance(args, (list, tuple)):
+        return type(args)(_detached(a) for a in args)
+    return args.detach() if isinstance(args, torch.Tensor) else args
+
+
+def _encoder_built(b: int, s: int):
+    """ops.encoder's arguments for one MobileBERT layer, as MobileBertEncoder passes them; h is the
+    embeddings' output (activations at the released checkpoint's scale)."""
+    from mbkernels import ops
+
+    c = dataclasses.replace(CONFIG, num_hidden_layers=1)
+    model = MobileBertModel(c).eval()
+    realistic_init_(model)
+    ids = torch.randint(1, c.vocab_size, (b, s), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), use_backend("reference"):  # inputs only: the op under test is the encoder
+        h = model.embeddings(ids)
+    key_mask = torch.ones(b, s, dtype=torch.bool)
+    weights = [t.detach() for t in model.encoder.layer[0].encoder_weights(h.new_empty(0))]
+    ffn_eps = [c.layer_norm_eps] * (c.num_feedforward_networks - 1) + [1e-5]
+    args = (h, key_mask, weights, 1, c.num_attention_heads, c.attention_mode, c.norm, c.hidden_act,
+            c.layer_norm_eps, ffn_eps, c.use_bottleneck)
+    return ops.encoder, args, {}
+
+
+OVERHEAD_BUILDERS = {
+    "nonorm": lambda b, s: op_cases.nonorm_case(b, s, CONFIG.hidden_size, residual=True),
+    "layernorm": lambda b, s: op_cases.layernorm_case(b, s, CONFIG.hidden_size, residual=True),
+    "linear_norm": lambda b, s: op_cases.linear_norm_case(b, s, CONFIG.true_hidden_size, CONFIG.hidden_size,
+                                                          residual=True),
+    "bottleneck_attention": lambda b, s: op_cases.bottleneck_attention_case(
+        b, s, CONFIG.hidden_size, CONFIG.intra_bottleneck_size, CONFIG.num_attention_heads,
+        mode=CONFIG.attention_mode, return_scores=False),
+    "attention": lambda b, s: op_cases.attention_case(b, CONFIG.num_attention_heads, s, CONFIG.attention_head_size,
+                                                      return_scores=False),
+    "ffn_stack": lambda b, s: op_cases.ffn_stack_case(b, s, CONFIG.true_hidden_size, CONFIG.intermediate_size,
+                                                      CONFIG.num_feedforward_networks),
+    "embedding": lambda b, s: op_cases.embedding_case(b, s, CONFIG.vocab_size, CONFIG.embedding_size,
+                                                      CONFIG.hidden_size, trigram=CONFIG.trigram_input),
+    "encoder": _encoder_built,
+}
+
+
+def overhead_workload(spec: Spec, op: str) -> Workload:
+    from bench import kernel_calls  # imported per point: a binding without this op fails only its points
+
+    fn, args, kwargs = OVERHEAD_BUILDERS[op](spec.batch, spec.seq)
+    args = _detached(args)
+    grads = UpstreamGrads()
+
+    def expected():
+        with use_backend("reference"), torch.inference_mode():
+            return first(fn(*args, **kwargs))
+
+    providers = {
+        "fused": Provider(lambda: forward_step(spec, lambda: fn(*args, **kwargs), [], grads),
+                          info={"fused": f"mbkernels.ops.{op}"}),
+        # prepare() packs weights and allocates outputs; the step is the kernel call alone.
+        "kernel": Provider(lambda: forward_step(spec, kernel_calls.KERNEL_CALLS[op](args, kwargs), [], grads),
+                           info={"kernel": kernel_calls.DESCRIPTION}),
+    }
+    return Workload(0, providers, expected, {"shape": f"mbkernels.ops.{op} at MobileBERT's widths, "
+                                                      f"B×S {spec.batch}×{spec.seq}"})
+
+
+def _overhead_case(op: str):
+    def build(spec: Spec) -> Workload:
+        return overhead_workload(spec, op)
+
+    build.__name__ = build.__qualname__ = f"overhead_{op}"
+    case(build.__name__, kind="overhead", providers=("fused", "kernel"), modes=("infer",), devices=("cpu",),
+         sizes=(OVERHEAD_SIZE,), dtypes=("fp32",))(build)
+
+
+for _op in OVERHEAD_BUILDERS:
+    _overhead_case(_op)

@@ -86,3 +86,8 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_sep("-", title)
     for line in bench_report.speedup_lines(session.results):
         terminalreporter.write_line(line)
+    overhead = bench_report.overhead_lines(session.results)
+    if overhead:
+        terminalreporter.write_sep("-", "mbkernels call overhead (fused op - its kernel called directly, median)")
+        for line in overhead:
+            terminalreporter.write_line(line)

@@ -47,7 +47,8 @@ if str(ROOT / "tests") not in sys.path:
 MODES = ("infer", "train")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Every provider a case may offer, in report order. Op peers: reference (eager torch), compile (of
-# the reference) and sdpa (attention); layer/model peers: reference, hf, compile (of HF), ort.
+# the reference) and sdpa (attention); layer/model peers: reference, hf, compile (of HF), ort; the
+# call-overhead cases: fused against `kernel`, the op's C++ kernel called directly (bench/kernel_calls.py).
 PROVIDERS = PROVIDER_ORDER
 OP_PROVIDERS = ("fused", "reference", "compile")
 MODULE_PROVIDERS = ("fused", "reference", "hf", "compile", "ort")
@@ -62,7 +63,8 @@ SIZES = {
 # Untimed calls after the first one; the last one's duration sizes the rounds.
 WARMUP_CALLS = 1
 MAX_ROUNDS = 2000
-# ONNX Runtime's worker threads spin after a run (REFERENCE.md): idle this long after its block.
+# ONNX Runtime's worker threads spin after a run and take the next provider's cores: idle this long
+# after its block.
 ORT_PAUSE_S = 0.5
 # Output check against the reference in inference mode: catches a provider that is fast because it
 # is wrong (a broken export, a compile that dropped the mask), not precision.
@@ -125,14 +127,19 @@ class CaseDef:
     modes: tuple[str, ...]
     devices: tuple[str, ...]
     module: str  # where it was registered: each test module runs its own cases (points(module=...))
+    sizes: tuple[tuple[int, int], ...] | None = None  # batch x sequence at every level (else SIZES[level])
+    dtypes: tuple[str, ...] | None = None  # a subset of dtypes_for(device, mode) (else all of them)
 
 
 CASES: dict[str, CaseDef] = {}
 
 
 def case(name: str, *, kind: str, providers: tuple[str, ...], modes: tuple[str, ...] = MODES,
-         devices: tuple[str, ...] = ("cpu", "cuda")):
-    """Register `fn(spec) -> Workload` as the benchmark case `name`."""
+         devices: tuple[str, ...] = ("cpu", "cuda"), sizes: tuple[tuple[int, int], ...] | None = None,
+         dtypes: tuple[str, ...] | None = None):
+    """Register `fn(spec) -> Workload` as the benchmark case `name`. `sizes` fixes its batch x
+    sequence points at every level (the call-overhead cases time one tiny input); `dtypes` narrows
+    the grid's dtypes."""
     unknown = set(providers) - set(PROVIDERS)
     if unknown:
         raise ValueError(f"case {name!r}: providers expected a subset of {PROVIDERS}, got {sorted(unknown)}")
@@ -140,7 +147,9 @@ def case(name: str, *, kind: str, providers: tuple[str, ...], modes: tuple[str, 
     def register(fn: Callable[[Spec], Workload]) -> Callable[[Spec], Workload]:
         if name in CASES:
             raise ValueError(f"case {name!r} is registered twice")
-        CASES[name] = CaseDef(name, fn, kind, tuple(providers), tuple(modes), tuple(devices), fn.__module__)
+        CASES[name] = CaseDef(name, fn, kind, tuple(providers), tuple(modes), tuple(devices), fn.__module__,
+                              tuple(sizes) if sizes is not None else None,
+                              tuple(dtypes) if dtypes is not None else None)
         return fn
 
     return register
@@ -172,7 +181,9 @@ def points(level: str, module: str | None = None) -> list[tuple[Spec, str]]:
         for device in c.devices:
             for mode in c.modes:
                 for dtype in dtypes_for(device, mode):
-                    for b, s in SIZES[level]:
+                    if c.dtypes is not None and dtype not in c.dtypes:
+                        continue
+                    for b, s in c.sizes or SIZES[level]:
                         spec = Spec(c.name, mode, device, dtype, b, s, smoke=level == "smoke")
                         out.extend((spec, p) for p in c.providers if provider_applies(p, spec))
     return out

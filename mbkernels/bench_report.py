@@ -18,12 +18,18 @@ from collections import defaultdict
 from pathlib import Path
 
 BASELINE = "fused"
-PROVIDER_ORDER = ("fused", "reference", "hf", "compile", "ort", "sdpa")
+PROVIDER_ORDER = ("fused", "reference", "hf", "compile", "ort", "sdpa", "kernel")
 PROVIDER_NAMES = {
     "fused": "mbkernels fused", "reference": "mbkernels reference", "hf": "HF eager",
     "compile": "torch.compile", "ort": "ONNX Runtime", "sdpa": "torch SDPA",
+    "kernel": "C++ kernel, direct call",
 }
 MODE_NAMES = {"infer": "inference", "train": "training (forward + backward)"}
+OVERHEAD_KIND = "overhead"  # the per-op call-overhead cases: fused vs the kernel called directly
+
+
+def _is_overhead(r: dict) -> bool:
+    return r.get("kind") == OVERHEAD_KIND
 
 
 # -- data --------------------------------------------------------------------------------------------
@@ -87,7 +93,7 @@ def _sections(records: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
     """(device, dtype, mode) → its timed records, in a stable order."""
     out: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in records:
-        if r.get("median_s"):
+        if r.get("median_s") and not _is_overhead(r):
             out[(r["device"], r["dtype"], r["mode"])].append(r)
     order = {"cpu": 0, "cuda": 1, "fp32": 0, "bf16": 1, "fp16": 2, "infer": 0, "train": 1}
     return dict(sorted(out.items(), key=lambda kv: tuple(order.get(k, 9) for k in kv[0])))
@@ -135,12 +141,52 @@ def speedup_lines(records: list[dict]) -> list[str]:
     """One line per point with fused results: its median and its speedup over each peer."""
     lines = []
     for r in records:
-        if r["provider"] != BASELINE or not r.get("ratios"):
+        if r["provider"] != BASELINE or not r.get("ratios") or _is_overhead(r):
             continue
         ordered = sorted(r["ratios"].items(), key=lambda kv: _order(kv[0]))
         peers = ", ".join(f"{p} {x:.2f}×" for p, x in ordered)
         lines.append(f"{r['point']:<40} fused {_ms(r['median_s']):>8} ms   {peers}")
     return lines
+
+
+def overhead_rows(records: list[dict]) -> list[dict]:
+    """Per overhead point with both providers timed: op, size, fused and kernel medians in µs, their
+    difference (what the public op costs beyond its kernel) and what ran inside the fused op."""
+    idx: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in records:
+        if _is_overhead(r) and r.get("median_s"):
+            idx[r["point"]][r["provider"]] = r
+    rows = []
+    for point, by in idx.items():
+        fused, kernel = by.get(BASELINE), by.get("kernel")
+        if fused is None or kernel is None:
+            continue
+        rows.append({"op": fused["case"].removeprefix(OVERHEAD_KIND + "_"), "point": point,
+                     "batch": fused["batch"], "seq": fused["seq"], "fused_us": fused["median_s"] * 1e6,
+                     "kernel_us": kernel["median_s"] * 1e6,
+                     "overhead_us": (fused["median_s"] - kernel["median_s"]) * 1e6,
+                     "ran": ", ".join(f"{op}={v}" for op, v in sorted((fused.get("ran") or {}).items()))})
+    return rows
+
+
+def overhead_lines(records: list[dict]) -> list[str]:
+    return [f"{r['point']:<40} fused {r['fused_us']:8.1f} µs  kernel {r['kernel_us']:8.1f} µs  "
+            f"overhead {r['overhead_us']:8.1f} µs" for r in overhead_rows(records)]
+
+
+def _overhead_section(records: list[dict]) -> list[str]:
+    rows = overhead_rows(records)
+    if not rows:
+        return []
+    lines = ["## Call overhead per op: median µs", "",
+             "`fused` is the public `mbkernels.ops.<op>` call, `kernel` its C++ kernel function called directly on "
+             "the same inputs, prepared beforehand (`bench/kernel_calls.py` says how); both under "
+             "`torch.inference_mode()`. The difference is what the Python function, the hooks, the custom op's "
+             "dispatch and the backend choice cost per call.", ""]
+    lines += _table(["op", "B×S", "fused µs", "kernel µs", "fused − kernel µs", "ran inside fused"],
+                    [[r["op"], f"{r['batch']}×{r['seq']}", f"{r['fused_us']:.1f}", f"{r['kernel_us']:.1f}",
+                      f"{r['overhead_us']:.1f}", r["ran"] or "–"] for r in rows])
+    return lines + [""]
 
 
 # -- the report --------------------------------------------------------------------------------------
@@ -385,6 +431,7 @@ def write_report(records: list[dict], meta: dict, out_dir: str | Path, name: str
     lines += _headline(records)
     for key, recs in _sections(records).items():
         lines += _section(key, recs, plots)
+    lines += _overhead_section(records)
     lines += _notes(records)
     md = out_dir / f"{name}.md"
     md.write_text("\n".join(lines))

@@ -114,7 +114,17 @@ def test_grid_levels_and_providers():
 
     assert set(harness.CASES) >= {"nonorm", "linear_norm", "bottleneck_attention", "attention", "ffn_stack",
                                   "embedding", "layer", "model"}
-    smoke, default, full = (harness.points(level) for level in ("smoke", "default", "full"))
+    everything = [harness.points(level) for level in ("smoke", "default", "full")]
+    # The call-overhead cases time one tiny fp32 CPU inference point at every level.
+    overhead = [[(s, p) for s, p in pts if harness.CASES[s.case].kind == "overhead"] for pts in everything]
+    assert {s.case for s, _ in overhead[0]} == {f"overhead_{op}" for op in (
+        "nonorm", "layernorm", "linear_norm", "bottleneck_attention", "attention", "ffn_stack", "embedding",
+        "encoder")}
+    for pts in overhead:
+        assert {(s.batch, s.seq, s.device, s.dtype, s.mode) for s, _ in pts} == {(1, 8, "cpu", "fp32", "infer")}
+        assert {p for _, p in pts} == {"fused", "kernel"}
+    smoke, default, full = ([(s, p) for s, p in pts if harness.CASES[s.case].kind != "overhead"]
+                            for pts in everything)
     assert {(s.batch, s.seq) for s, _ in smoke} == {(1, 128)}
     assert {(s.batch, s.seq) for s, _ in default} == {(1, 128), (8, 128)}
     assert {(s.batch, s.seq) for s, _ in full} == {(b, s) for b in (1, 8, 32) for s in (128, 512)}
@@ -127,7 +137,7 @@ def test_grid_levels_and_providers():
     assert {p for s, p in smoke if s.case == "attention"} == {*harness.OP_PROVIDERS, "sdpa"}
     assert {(s.device, s.dtype) for s, _ in smoke} == {("cpu", "fp32"), ("cpu", "bf16"), ("cuda", "fp32"),
                                                         ("cuda", "bf16"), ("cuda", "fp16")}
-    keys = [f"{s.key}-{p}" for s, p in full]
+    keys = [f"{s.key}-{p}" for s, p in everything[2]]
     assert len(keys) == len(set(keys))
 
 
@@ -239,3 +249,19 @@ def test_report_rejects_files_without_results(tmp_path):
         bench_report.load([empty])
     with pytest.raises(SystemExit):
         bench_report.main([str(tmp_path / "missing.json")])
+
+
+def test_overhead_rows_subtract_the_kernel_from_the_fused_op(tmp_path):
+    def rec(provider, median, **kw):
+        return {"point": "overhead_nonorm-infer-cpu-fp32-1x8", "case": "overhead_nonorm", "kind": "overhead",
+                "provider": provider, "median_s": median, "device": "cpu", "dtype": "fp32", "mode": "infer",
+                "batch": 1, "seq": 8, **kw}
+
+    recs = bench_report.add_ratios([rec("fused", 30e-6, ran={"nonorm": "cpu:avx2"}), rec("kernel", 4e-6)])
+    (row,) = bench_report.overhead_rows(recs)
+    assert row["op"] == "nonorm" and row["fused_us"] == pytest.approx(30)
+    assert row["kernel_us"] == pytest.approx(4) and row["overhead_us"] == pytest.approx(26)
+    assert bench_report.speedup_lines(recs) == []  # overhead points stay out of the peer tables
+    bench_report.write_report(recs, {"machine": "m"}, tmp_path, "m")
+    text = (tmp_path / "m.md").read_text()
+    assert "## Call overhead per op" in text and "| nonorm | 1×8 | 30.0 | 4.0 | 26.0 | nonorm=cpu:avx2 |" in text

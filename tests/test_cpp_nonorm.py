@@ -26,7 +26,7 @@ SHAPES = [(1, 1, 7), (2, 129, 128), (3, 5, 512), (5, 3, 129), (4, 127)]
 
 
 def rel_err(out, ref):
-    """max_rows ||out - ref|| / max(||ref_row||, 1e-6 max_row ||ref||) (DESIGN.md), rows = all
+    """max_rows ||out - ref|| / max(||ref_row||, 1e-6 max_row ||ref||) (docs/design.md "Testing rules"), rows = all
     leading dims; a 1-D tensor is one row."""
     out = out.double().reshape(-1, out.shape[-1])
     ref = ref.double().reshape(-1, ref.shape[-1])

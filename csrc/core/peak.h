@@ -1,5 +1,5 @@
 // Measured fp32 FMA throughput of this CPU: the "peak" that the benchmarks' percent-of-peak
-// figures divide by (bench/, DESIGN.md "Benchmarks"). A measurement, not a datasheet number: it
+// figures divide by (bench/, docs/design.md "Benchmark rules"). A measurement, not a datasheet number: it
 // includes the clock the cores actually hold under an all-FMA load.
 #pragma once
 

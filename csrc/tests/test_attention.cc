@@ -31,7 +31,7 @@ mbk::ops::HeadStrides strides(const Case& c, int64_t s) {
   return {s * c.h * c.d, c.d, c.h * c.d};
 }
 
-// Per-row relative error (DESIGN.md): max_r ‖out_r − ref_r‖ / max(‖ref_r‖, 1e-6 max ‖ref‖).
+// Per-row relative error (docs/design.md "Testing rules"): max_r ‖out_r − ref_r‖ / max(‖ref_r‖, 1e-6 max ‖ref‖).
 double rel_err_rows(const std::vector<double>& out, const std::vector<double>& ref, int64_t rows,
                     int64_t cols) {
   double max_norm = 0.0;

@@ -2,7 +2,7 @@
 inputs to bfloat16 and runs there, so mixed-precision training runs the kernels in bf16 while the
 fp32 master weights receive fp32 gradients (autograd casts them back through the input casts).
 
-bf16 is the one autocast dtype of the ops (the training dtype of DESIGN.md; MobileBERT's 1e7
+bf16 is the one autocast dtype of the ops (the training dtype, docs/design.md "Anatomy of an op"; MobileBERT's 1e7
 activations overflow fp16): `torch.library.register_autocast` takes one target dtype per device,
 so an fp16 autocast region also runs the ops in bf16. Models cast to fp16 (`.half()`) run fp16.
 `register_autocast` exists from torch 2.5 on; before that the ops run in whatever dtype they get.

@@ -1,4 +1,4 @@
-"""The reference: every op of DESIGN.md in plain torch. This file is the definition of correct.
+"""The reference: every public op (mbkernels.ops) in plain torch. This file is the definition of correct.
 
 Every kernel on every backend and ISA is tested against these functions (in float64), and these
 functions are tested against Hugging Face transformers. They are also what an op without a kernel

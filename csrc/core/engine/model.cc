@@ -13,7 +13,7 @@ namespace mbk::engine {
 namespace {
 
 // HF builds embeddings.LayerNorm and the last FFN's output.LayerNorm with nn.LayerNorm's default
-// eps (REFERENCE.md); every other site uses layer_norm_eps.
+// eps (docs/design.md "MobileBERT facts"); every other site uses layer_norm_eps.
 constexpr float kDefaultEps = 1e-5f;
 
 int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }

@@ -1,6 +1,7 @@
 // MobileBERT's weights for the C++ engine: read from a safetensors checkpoint by their Hugging
-// Face names (REFERENCE.md's key list; with or without the "mobilebert." prefix that task models
-// add) and packed once for one ISA's GEMM microkernels, biases included.
+// Face names (the state-dict keys in docs/design.md "MobileBERT facts"; with or without the
+// "mobilebert." prefix that task models add) and packed once for one ISA's GEMM microkernels,
+// biases included.
 #pragma once
 
 #include <memory>

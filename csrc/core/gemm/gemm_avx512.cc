@@ -1,7 +1,7 @@
 // f32_gemm_6x64__avx512: AVX-512F, a 6 x 64 tile of C in 24 zmm accumulators; per k 4 panel
 // loads, 6 broadcasts of A and 24 FMAs (29 of the 32 zmm registers live in the loop). 6 x 64 beat
-// 8 x 32 and 14 x 32 on MobileBERT's shapes (REFERENCE.md). Compiled with the avx512 flags
-// (mbk_isa_sources); the templates are in gemm_impl.h.
+// 8 x 32 and 14 x 32 on MobileBERT's shapes (docs/design.md "MobileBERT facts", measured).
+// Compiled with the avx512 flags (mbk_isa_sources); the templates are in gemm_impl.h.
 // GCC 12 warns inside avx512fintrin.h (_mm512_undefined_ps's self-initialization, GCC PR 105593,
 // fixed in GCC 13) wherever max/min/reduce_add are inlined.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
