@@ -1,7 +1,8 @@
-"""The C++ backward of linear_norm and ffn_stack (mbkernels_cpu::*_backward) on every ISA this
-machine runs, against the float64 reference's autograd: both norms and activations, odd token
-counts and widths, without bias or residual, non-contiguous inputs and gradients, partial
-needs_grad, deterministic column sums, and the C++ argument errors."""
+"""The CPU backward of linear_norm and ffn_stack (their `_C` kernels inside `<name>_backward`) on
+every ISA this machine runs, against the float64 reference's autograd: both norms and activations,
+odd token counts and widths, without bias or residual, non-contiguous inputs and gradients, partial
+needs_grad, deterministic column sums, saved and recomputed intermediates, and the backward op's
+argument errors."""
 
 import pytest
 import torch
@@ -79,9 +80,10 @@ def test_only_the_needed_gradients_are_computed():
     out = fn(*frozen, **kwargs)
     (gx,) = torch.autograd.grad(out.sum(), frozen[0])
     assert gx.shape == args[0].shape
-    grads = torch.ops.mbkernels_cpu.ffn_stack_backward(
-        torch.ones_like(out), args[0].detach(), *[[t.detach() for t in a] for a in args[1:]], "relu", "nonorm",
-        [1e-12, 1e-5], [True] + [False] * 12, [])
+    grads = torch.ops.mbkernels.ffn_stack_backward(
+        [torch.ones_like(out)], [True] + [False] * 13, [], args[0].detach(), *[[t.detach() for t in a] for a in args[1:]],
+        "relu", "nonorm", [1e-12, 1e-5], 0.0, None)
+    assert backend.last_ran["ffn_stack_backward"] == f"cpu:{_C.get_isa()}"
     assert grads[0].shape == args[0].shape and all(g.numel() == 0 for g in grads[1:])
 
 
@@ -98,34 +100,41 @@ def test_backward_is_deterministic(threads, norm):
 
 
 def test_backward_argument_errors():
+    """The backward op checks its own arguments (grads, needs_grad, saved) before a kernel reads
+    them; the forward's arguments are the op's, checked by `_arguments`."""
     fn, args, kwargs = linear_norm_case(s=3, k=32, n=16)
     x, w, b, nw, nb, r = (a.detach() for a in args)
-    op = torch.ops.mbkernels_cpu.linear_norm_backward
+    op = torch.ops.mbkernels.linear_norm_backward
+    rest = (x, w, b, nw, nb, r, "nonorm", 1e-12, 0.0, None)
     g = torch.ones(2, 3, 16)
-    with pytest.raises(RuntimeError, match="needs must have 6 entries"):
-        op(g, x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 5, [])
-    with pytest.raises(RuntimeError, match=r"grad must have the output's shape \[2, 3, 16\]"):
-        op(g[..., :15], x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 6, [])
-    with pytest.raises(RuntimeError, match="grad must be float32"):
-        op(g.double(), x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 6, [])
-    with pytest.raises(RuntimeError, match=r"saved pre-norm must be contiguous \[6, 16\], got \[6, 15\]"):
-        op(g, x, w, b, nw, nb, r, "nonorm", 1e-12, [True] * 6, [torch.zeros(6, 15)])
+    with pytest.raises(ValueError, match="needs_grad: expected 7 entries"):
+        op([g], [True] * 5, [], *rest)
+    with pytest.raises(ValueError, match=r"grads\[0\]: expected torch.float32 of shape \(2, 3, 16\)"):
+        op([g[..., :15]], [True] * 7, [], *rest)
+    with pytest.raises(ValueError, match=r"grads\[0\]: expected torch.float32"):
+        op([g.double()], [True] * 7, [], *rest)
+    with pytest.raises(ValueError, match=r"saved: expected empty or what the forward saved .*\[\(6, 16\)\].*\[\(6, 15\)\]"):
+        op([g], [True] * 7, [torch.zeros(6, 15)], *rest)
     fn, args, kwargs = ffn_stack_case(s=3, width=8, inter=16, n=2)
-    fop = torch.ops.mbkernels_cpu.ffn_stack_backward
     flat = [[t.detach() for t in a] for a in args[1:]]
-    with pytest.raises(RuntimeError, match="needs must have 13 entries"):
-        fop(torch.ones(2, 3, 8), args[0].detach(), *flat, "relu", "nonorm", [1e-12, 1e-5], [True], [])
-    with pytest.raises(RuntimeError, match="act must be 'relu' or 'gelu'"):
-        fop(torch.ones(2, 3, 8), args[0].detach(), *flat, "silu", "nonorm", [1e-12, 1e-5], [True] * 13, [])
     x = args[0].detach()
-    y, *saved = torch.ops.mbkernels_cpu.ffn_stack_forward_train(x, *flat, "relu", "nonorm", [1e-12, 1e-5])
-    with pytest.raises(RuntimeError, match=r"saved activations must be contiguous \[2, 6, 16\], got \[2, 6, 15\]"):
-        fop(torch.ones(2, 3, 8), x, *flat, "relu", "nonorm", [1e-12, 1e-5], [True] * 13,
-            [saved[0], saved[1][..., :15].contiguous(), saved[2]])
-    with pytest.raises(RuntimeError, match="saved must be empty or ffn_stack_forward_train's 3 tensors"):
-        fop(torch.ones(2, 3, 8), x, *flat, "relu", "nonorm", [1e-12, 1e-5], [True] * 13, saved[:2])
-    with pytest.raises(RuntimeError, match="ffn_stack_forward_train: act must be 'relu', got 'gelu'"):
-        torch.ops.mbkernels_cpu.ffn_stack_forward_train(x, *flat, "gelu", "nonorm", [1e-12, 1e-5])
+    frest = (x, *flat, "relu", "nonorm", [1e-12, 1e-5], 0.0, None)
+    fop = torch.ops.mbkernels.ffn_stack_backward
+    with pytest.raises(ValueError, match="needs_grad: expected 14 entries"):
+        fop([torch.ones(2, 3, 8)], [True], [], *frest)
+    with pytest.raises(ValueError, match=r"act: expected one of \('relu', 'gelu'\)"):
+        ops.ffn_stack(x, *flat, "silu", "nonorm", [1e-12, 1e-5])
+    y, saved = torch.ops.mbkernels.ffn_stack(*frest, True)
+    assert len(saved) == 3
+    with pytest.raises(ValueError, match=r"saved: expected .*\(2, 6, 16\).*\(2, 6, 15\)"):
+        fop([torch.ones(2, 3, 8)], [True] * 14, [saved[0], saved[1][..., :15].contiguous(), saved[2]], *frest)
+    with pytest.raises(ValueError, match="saved: expected empty or what the forward saved"):
+        fop([torch.ones(2, 3, 8)], [True] * 14, saved[:2], *frest)
+    # GELU keeps nothing (the backward recomputes): a saved list is refused.
+    y, none = torch.ops.mbkernels.ffn_stack(x, *flat, "gelu", "nonorm", [1e-12, 1e-5], 0.0, None, True)
+    assert none == []
+    with pytest.raises(ValueError, match="saved: expected empty"):
+        fop([torch.ones(2, 3, 8)], [True] * 14, saved, x, *flat, "gelu", "nonorm", [1e-12, 1e-5], 0.0, None)
 
 
 def test_dropout_backward_runs_the_reference():
@@ -138,21 +147,21 @@ def test_dropout_backward_runs_the_reference():
 @pytest.mark.parametrize("name", ["linear_norm", "ffn_stack"])
 @pytest.mark.parametrize("norm", ["nonorm", "layernorm"])
 def test_saved_intermediates_match_the_recompute(name, norm):
-    """Training keeps the forward's intermediates (`<name>_train`); the frozen op's backward
-    recomputes them. Same outputs bit for bit; same gradients (NoNorm: bit for bit, the recompute
-    runs the same kernels; LayerNorm: ffn_stack's recompute normalizes with ATen, so to rounding)."""
+    """Training keeps the forward's intermediates (save=True); without them the backward recomputes
+    them. Same outputs bit for bit; same gradients (NoNorm: bit for bit, the recompute runs the same
+    kernels; LayerNorm: ffn_stack's recompute normalizes row by row outside the fused forward, so
+    to rounding)."""
     case = linear_norm_case if name == "linear_norm" else ffn_stack_case
     fn, args, kwargs = case(s=33, norm=norm)
     leaves = [t for t in _flat(args) if isinstance(t, torch.Tensor) and t.requires_grad]
-    saved_out = fn(*args, **kwargs)
-    assert backend.last_ran[name + "_train"] == f"cpu:{backend.active_isa()}"
+    op = getattr(torch.ops.mbkernels, name)
+    rest = ("relu", norm, kwargs["eps"], 0.0, None) if name == "ffn_stack" else (norm, 1e-12, 0.0, None)
+    saved_out, saved = op(*args, *rest, True)
+    assert saved and backend.last_ran[name] == f"cpu:{backend.active_isa()}"
     g = torch.randn(saved_out.shape)
     saved_grads = torch.autograd.grad(saved_out, leaves, g)
-    frozen = getattr(torch.ops.mbkernels, name)
-    if name == "ffn_stack":
-        op_out = frozen(*args, "relu", norm, kwargs["eps"], 0.0, None)
-    else:
-        op_out = frozen(*args, norm, 1e-12, 0.0, None)
+    op_out, nothing = op(*args, *rest, False)
+    assert nothing == []
     op_grads = torch.autograd.grad(op_out, leaves, g)
     assert torch.equal(saved_out, op_out)
     for a, b in zip(saved_grads, op_grads):

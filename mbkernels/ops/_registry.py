@@ -248,6 +248,7 @@ def define(opdef: OpDef) -> OpDef:
 
     def backward_impl(grads, needs_grad, saved, *args):
         kernel = opdef.choose(args, forward=False)
+        _check_backward(opdef, kernel, grads, needs_grad, saved, args)
         if kernel is None or kernel.backward is None:
             backend.last_ran[name + "_backward"] = "reference"
             got = reference_vjp(opdef, grads, needs_grad, args)
@@ -321,6 +322,32 @@ def define(opdef: OpDef) -> OpDef:
     opdef.op.register_autograd(autograd_backward, setup_context=setup_context)
     OPS[name] = opdef
     return opdef
+
+
+def _check_backward(opdef: OpDef, kernel: Kernel | None, grads, needs_grad, saved, args) -> None:
+    """The backward op's own arguments (the forward's were checked by `_arguments`): a kernel reads
+    them through raw pointers, so a wrong shape here would read past a buffer."""
+    where = f"mbkernels.ops.{opdef.name}_backward"
+    slots = len(opdef.tensors(args))
+    if len(needs_grad) != slots:
+        raise ValueError(f"{where}: needs_grad: expected {slots} entries (one per tensor argument), "
+                         f"got {len(needs_grad)}")
+    fake = opdef.fake(*args)
+    fake = fake if isinstance(fake, tuple) else (fake,)
+    if len(grads) != len(fake):
+        raise ValueError(f"{where}: grads: expected {len(fake)} (one per output), got {len(grads)}")
+    for i, (g, o) in enumerate(zip(grads, fake)):
+        if g.numel() and (g.shape != o.shape or g.dtype != o.dtype):
+            raise ValueError(f"{where}: grads[{i}]: expected {o.dtype} of shape {tuple(o.shape)} (the output's) "
+                             f"or an empty tensor, got {g.dtype} of shape {tuple(g.shape)}")
+    if not saved:
+        return
+    want = kernel.saved_fake(*args) if kernel is not None and kernel.saved_fake is not None else []
+    shapes = [tuple(t.shape) for t in saved]
+    if shapes != [tuple(t.shape) for t in want] or not all(
+            t.dtype == w.dtype and t.is_contiguous() for t, w in zip(saved, want)):
+        raise ValueError(f"{where}: saved: expected empty or what the forward saved for these arguments "
+                         f"(contiguous, shapes {[tuple(t.shape) for t in want]}), got shapes {shapes}")
 
 
 def _tensor_indices(signature: _arguments.Signature) -> frozenset[int]:
