@@ -6,6 +6,7 @@
 // from the seed instead of storing it.
 //
 // The per-ISA vector form is VecF32::dropout_multiplier (simd/<isa>.h): the same hash on W lanes.
+// dropout_rows (dropout.cc) applies a site to a [rows, cols] tensor on the active ISA.
 #pragma once
 
 #include <cstdint>
@@ -49,5 +50,16 @@ inline bool dropout_keep(const DropoutMask& m, uint64_t idx) {
 inline float dropout_factor(const DropoutMask& m, uint64_t idx) {
   return !m.active ? 1.0f : dropout_keep(m, idx) ? m.scale : 0.0f;
 }
+
+// x[r, c] = x[r, c] · factor(first + r · cols + c) [+ residual[r, c]] for r < rows, c < cols: a
+// dropout site over a [rows, cols] tensor (row strides ldx, ld_residual; residual may be null or
+// x itself). The hidden and embedding dropout sites, forward and backward (the backward applies
+// the same mask to the gradient).
+void dropout_rows(float* x, int64_t ldx, int64_t rows, int64_t cols, const DropoutMask& m,
+                  uint64_t first, const float* residual, int64_t ld_residual, int num_threads);
+
+// The same with the mask of (p, seed, stream) and first = 0: what _C.dropout_rows binds.
+void dropout_rows(float* x, int64_t ldx, int64_t rows, int64_t cols, double p, int64_t seed,
+                  uint32_t stream, const float* residual, int64_t ld_residual, int num_threads);
 
 }  // namespace mbk

@@ -89,8 +89,8 @@ void bind_attention(py::module_& m) {
       "dropout_rows",
       [](Ptr x, int64_t ldx, int64_t rows, int64_t cols, double p, int64_t seed, int stream, Ptr residual,
          int64_t ld_residual, int threads) {
-        ops::dropout_rows(out(x), ldx, rows, cols, dropout_mask(p, seed, static_cast<uint32_t>(stream)), 0,
-                          in(residual), ld_residual, threads);
+        dropout_rows(out(x), ldx, rows, cols, p, seed, static_cast<uint32_t>(stream), in(residual),
+                     ld_residual, threads);
       },
       py::arg("x"), py::arg("ldx"), py::arg("rows"), py::arg("cols"), py::arg("p"), py::arg("seed"),
       py::arg("stream"), py::arg("residual"), py::arg("ld_residual"), py::arg("threads"), nogil());

@@ -7,7 +7,6 @@
 #include "binding.h"
 #include "cpu.h"
 #include "gemm/epilogue_backward.h"
-#include "ops/nonorm.h"
 #include "ops/norm.h"
 #include "peak.h"
 
@@ -48,19 +47,6 @@ uint64_t fingerprint(Ptr p, int64_t numel, int64_t cols, int64_t stride0, int64_
     h = (h ^ bits) * 1099511628211ull;
   }
   return h;
-}
-
-// Until the core has it (ops/norm.h): NoNorm's gsum is gb * w; LayerNorm's comes with its backward.
-void norm_backward_rows(gemm::Norm norm, const float* g, const float* t, const float* w, float eps,
-                        float* gt, float* gw, float* gb, float* gsum, int64_t rows, int64_t n,
-                        int threads) {
-  if (norm == gemm::Norm::nonorm) {
-    ops::nonorm_backward(g, t, nullptr, w, gt, gw, gb, rows, n, threads);
-    if (gsum != nullptr)
-      for (int64_t j = 0; j < n; ++j) gsum[j] = gb[j] * w[j];
-  } else {
-    gemm::layernorm_backward(g, t, w, eps, gt, gw, gb, gsum, rows, n, active_isa(), threads);
-  }
 }
 
 }  // namespace
@@ -132,7 +118,7 @@ PYBIND11_MODULE(_C, m) {
       "norm_backward",
       [](const std::string& norm, Ptr g, Ptr t, Ptr w, float eps, Ptr gt, Ptr gw, Ptr gb, Ptr gsum,
          int64_t rows, int64_t n, int threads) {
-        norm_backward_rows(parse_norm(norm), in(g), in(t), in(w), eps, out(gt), out(gw), out(gb),
+        ops::norm_backward(parse_norm(norm), in(g), in(t), in(w), eps, out(gt), out(gw), out(gb),
                            out(gsum), rows, n, threads);
       },
       py::arg("norm"), py::arg("g"), py::arg("t"), py::arg("w"), py::arg("eps"), py::arg("gt"),

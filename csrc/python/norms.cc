@@ -3,6 +3,7 @@
 #include "binding.h"
 #include "ops/layernorm.h"
 #include "ops/nonorm.h"
+#include "ops/norm.h"
 
 namespace mbk::python {
 
@@ -38,12 +39,20 @@ void bind_norms(py::module_& m) {
       },
       py::arg("x"), py::arg("res"), py::arg("w"), py::arg("b"), py::arg("eps"), py::arg("y"),
       py::arg("rows"), py::arg("cols"), py::arg("threads"), nogil());
+  // gx is also the residual's gradient.
   m.def(
       "layernorm_backward",
       [](Ptr g, Ptr x, Ptr res, Ptr w, float eps, Ptr gx, Ptr gw, Ptr gb, int64_t rows, int64_t cols,
          int threads) {
-        ops::layernorm_backward(in(g), in(x), in(res), in(w), eps, out(gx), out(gw), out(gb), rows, cols,
-                                threads);
+        // t = x + res is formed in gx: the LayerNorm backward may write gt over t.
+        const float* t = in(x);
+        if (res != 0) {
+          float* sum = out(gx);
+          for (int64_t i = 0; i < rows * cols; ++i) sum[i] = in(x)[i] + in(res)[i];
+          t = sum;
+        }
+        ops::norm_backward(gemm::Norm::layernorm, in(g), t, in(w), eps, out(gx), out(gw), out(gb),
+                           nullptr, rows, cols, threads);
       },
       py::arg("g"), py::arg("x"), py::arg("res"), py::arg("w"), py::arg("eps"), py::arg("gx"),
       py::arg("gw"), py::arg("gb"), py::arg("rows"), py::arg("cols"), py::arg("threads"), nogil());

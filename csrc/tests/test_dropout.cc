@@ -1,6 +1,6 @@
 // The dropout hash (dropout.h) against values of mbkernels/ops/dropout.py's formula, the threshold
 // edge, and every compiled-and-supported ISA's vector hash (VecF32::dropout_multiplier, through
-// ops::dropout_rows) against the scalar one, the element index wrapping modulo 2³² included.
+// mbk::dropout_rows) against the scalar one, the element index wrapping modulo 2³² included.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -81,7 +81,7 @@ void check_vector_hash() {
       mbk::set_isa(isa);
       for (bool with_res : {false, true}) {
         std::vector<float> y = x;
-        mbk::ops::dropout_rows(y.data(), ld, rows, cols, m, first, with_res ? res.data() : nullptr,
+        mbk::dropout_rows(y.data(), ld, rows, cols, m, first, with_res ? res.data() : nullptr,
                                ld, 2);
         int64_t bad = 0;
         for (int64_t r = 0; r < rows; ++r)

@@ -4,10 +4,9 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "ops/attention.h"
 #include "ops/embedding.h"
 #include "ops/ffn_stack.h"
-#include "ops/linear_norm.h"
+#include "ops/layer.h"
 
 namespace mbk::engine {
 namespace {
@@ -33,37 +32,59 @@ MobileBert::MobileBert(const std::string& folder, const EngineOptions& options)
                                 std::to_string(options.max_seq));
   const SafeTensors st(folder + "/model.safetensors");
   weights_ = load_weights(st, config_, active_isa());
-  for (const LayerWeights& L : weights_.layers) {
+  const MobileBertConfig& c = config_;
+  const gemm::Norm norm = c.normalization_type == "no_norm" ? gemm::Norm::nonorm : gemm::Norm::layernorm;
+  const float eps = static_cast<float>(c.layer_norm_eps);
+  const std::string mode = c.attention_mode();
+  const ops::AttentionMode attention_mode = mode == "shared"       ? ops::AttentionMode::shared
+                                            : mode == "bottleneck" ? ops::AttentionMode::bottleneck
+                                                                   : ops::AttentionMode::full;
+  ffn_ops_.reserve(weights_.layers.size());
+  for (const LayerTensors& L : weights_.layers) {
     std::vector<ops::FfnWeights> ffns;
     for (size_t i = 0; i < L.ffn_output.size(); ++i)
       ffns.push_back({L.ffn_intermediate[i].get(), L.ffn_output[i].dense.get(),
                       L.ffn_output[i].norm_weight.data(), L.ffn_output[i].norm_bias.data(),
-                      i + 1 == L.ffn_output.size() ? kDefaultEps
-                                                   : static_cast<float>(config_.layer_norm_eps)});
+                      i + 1 == L.ffn_output.size() ? kDefaultEps : eps});
     ffn_ops_.push_back(std::move(ffns));
+    ops::LayerWeights w{};
+    ops::BottleneckAttentionWeights& a = w.attention;
+    a.mode = attention_mode;
+    a.over_h = L.over_h.get();
+    a.over_bottleneck = L.over_bottleneck.get();
+    a.output = L.attention_output.dense.get();
+    a.norm = norm;
+    a.eps = eps;
+    a.input_norm_weight = L.input_norm_weight.data();
+    a.input_norm_bias = L.input_norm_bias.data();
+    a.attention_norm_weight = L.attention_norm_weight.data();
+    a.attention_norm_bias = L.attention_norm_bias.data();
+    a.output_norm_weight = L.attention_output.norm_weight.data();
+    a.output_norm_bias = L.attention_output.norm_bias.data();
+    a.heads = c.num_attention_heads;
+    w.ffns = ffn_ops_.back().data();
+    w.ffn_count = static_cast<int>(ffn_ops_.back().size());
+    w.act = c.hidden_act == "relu" ? gemm::Act::relu : gemm::Act::gelu;
+    w.output = L.output_bottleneck.dense.get();
+    w.output_norm_weight = L.output_bottleneck.norm_weight.data();
+    w.output_norm_bias = L.output_bottleneck.norm_bias.data();
+    w.eps = eps;
+    layer_ops_.push_back(w);
   }
 
-  const MobileBertConfig& c = config_;
   const int64_t rows = options.max_batch * options.max_seq, H = c.hidden_size;
-  const int64_t W = c.intra_bottleneck_size;
-  ops::AttentionArgs shape;
-  shape.batch = options.max_batch;
-  shape.heads = c.num_attention_heads;
-  shape.seq_q = shape.seq_k = options.max_seq;
-  shape.head_dim = c.head_size();
   ops::EmbeddingArgs emb;
   emb.batch = options.max_batch;
   emb.seq = options.max_seq;
   emb.embedding_size = c.embedding_size;
   emb.trigram = c.trigram_input;
   const int64_t logits = has_mlm_head() ? rows * c.vocab_size : options.max_batch * c.num_labels;
-  const int64_t sizes[] = {rows * H, rows * H, rows * W, rows * W, rows * 2 * W, rows * W,
-                           rows * W, rows * W, rows * W,
-                           static_cast<int64_t>(ops::embedding_workspace_floats(emb)),
-                           static_cast<int64_t>(ops::attention_workspace_floats(shape, options.num_threads)),
+  const int64_t sizes[] = {rows * H, static_cast<int64_t>(ops::embedding_workspace_floats(emb)),
+                           static_cast<int64_t>(ops::encoder_workspace_floats(
+                               layer_ops_.data(), static_cast<int>(layer_ops_.size()),
+                               options.max_batch, options.max_seq, options.num_threads)),
                            rows * H, logits, options.max_batch * H};
-  float** views[] = {&h0_, &h1_, &bneck_, &shared_, &qk_, &v_, &ctx_, &attn_, &ffn_,
-                     &embed_ws_, &attn_ws_, &head_, &logits_, &pooled_};
+  float** views[] = {&h0_, &embed_ws_, &layer_ws_, &head_, &logits_, &pooled_};
   int64_t total = 0;
   for (int64_t s : sizes) total += round16(s) + 16;
   arena_.assign(static_cast<size_t>(total), 0.0f);
@@ -84,60 +105,6 @@ void MobileBert::check(const Batch& b) const {
                                 "] (the arena's size), got " + std::to_string(b.batch) + " x " +
                                 std::to_string(b.seq));
   if (b.input_ids == nullptr) throw std::invalid_argument("MobileBert: input_ids must not be null");
-}
-
-void MobileBert::layer(const LayerWeights& L, const Batch& b, const float* h, float* out) {
-  const MobileBertConfig& c = config_;
-  const int nt = options_.num_threads;
-  const int64_t rows = b.batch * b.seq, H = c.hidden_size, W = c.intra_bottleneck_size;
-  const gemm::Norm norm = c.normalization_type == "no_norm" ? gemm::Norm::nonorm : gemm::Norm::layernorm;
-  const float eps = static_cast<float>(c.layer_norm_eps);
-  const auto dense_norm = [&](const DenseNorm& d, const float* x, int64_t ldx, const float* res,
-                              int64_t ldr, float* y, int64_t ldy) {
-    ops::linear_norm_forward(x, ldx, rows, *d.dense, res, ldr, norm, d.norm_weight.data(),
-                             d.norm_bias.data(), eps, y, ldy, nt);
-  };
-  // Bottlenecks: b = N(h Wi) (the attention's residual), s = N(h Wa) in "shared" mode.
-  dense_norm(L.bottleneck_input, h, H, nullptr, 0, bneck_, W);
-  const std::string mode = c.attention_mode();
-  const float* qk_in = h;
-  const float* v_in = h;
-  int64_t ld_qk_in = H, ld_v_in = H;
-  if (mode == "shared") {
-    dense_norm(L.bottleneck_attention, h, H, nullptr, 0, shared_, W);
-    qk_in = shared_;
-    ld_qk_in = W;
-  } else if (mode == "bottleneck") {
-    qk_in = v_in = bneck_;
-    ld_qk_in = ld_v_in = W;
-  }
-  // Q | K in one GEMM (row stride 2W), V beside.
-  gemm::gemm(qk_in, ld_qk_in, rows, *L.query_key, qk_, 2 * W, gemm::Epilogue{}, nt);
-  gemm::gemm(v_in, ld_v_in, rows, *L.value, v_, W, gemm::Epilogue{}, nt);
-
-  ops::AttentionArgs a;
-  a.batch = b.batch;
-  a.heads = c.num_attention_heads;
-  a.seq_q = a.seq_k = b.seq;
-  a.head_dim = c.head_size();
-  a.q = qk_;
-  a.q_strides = {b.seq * 2 * W, a.head_dim, 2 * W};
-  a.k = qk_ + W;
-  a.k_strides = a.q_strides;
-  a.v = v_;
-  a.v_strides = {b.seq * W, a.head_dim, W};
-  a.key_mask = b.attention_mask;
-  a.mask_batch_stride = b.seq;
-  a.ctx = ctx_;
-  a.ctx_strides = a.v_strides;
-  ops::attention_forward(a, nt, attn_ws_);
-  dense_norm(L.attention_output, ctx_, W, bneck_, W, attn_, W);
-
-  const std::vector<ops::FfnWeights>& ffns = ffn_ops_[&L - weights_.layers.data()];
-  ops::ffn_stack_forward(attn_, W, rows, ffns.data(), static_cast<int>(ffns.size()),
-                         c.hidden_act == "relu" ? gemm::Act::relu : gemm::Act::gelu, norm, ffn_, W,
-                         nt);
-  dense_norm(L.output_bottleneck, ffn_, W, h, H, out, H);
 }
 
 const float* MobileBert::encode(const Batch& b) {
@@ -165,13 +132,9 @@ const float* MobileBert::encode(const Batch& b) {
   e.out = h0_;
   e.ld_out = c.hidden_size;
   ops::embedding_forward(e, options_.num_threads, embed_ws_);
-  float* h = h0_;
-  float* next = h1_;
-  for (const LayerWeights& L : weights_.layers) {
-    layer(L, b, h, next);
-    std::swap(h, next);
-  }
-  return h;
+  ops::encoder_forward(layer_ops_.data(), static_cast<int>(layer_ops_.size()), h0_, b.batch, b.seq,
+                       b.attention_mask, options_.num_threads, layer_ws_);
+  return h0_;
 }
 
 const float* MobileBert::mlm_logits(const Batch& b) {

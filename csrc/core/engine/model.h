@@ -2,8 +2,8 @@
 // `save_pretrained` (config.json + model.safetensors), packs every weight once for the active
 // ISA's microkernels, and preallocates one activation arena for max_batch x max_seq tokens, so a
 // forward allocates nothing (the FFN stack's per-thread tile buffer grows once, on the first
-// call). Every layer is the fused core ops: linear_norm (GEMM + NoNorm/LayerNorm epilogue), one
-// stacked Q|K GEMM, attention, ffn_stack.
+// call). The layers are ops::encoder_forward (ops/layer.h): per layer bottleneck_attention,
+// ffn_stack and the output bottleneck's linear_norm, the core ops the Python package runs.
 //
 //   mbk::engine::MobileBert model("checkpoint/", {/*max_batch=*/8, /*max_seq=*/128, /*threads=*/2});
 //   const float* h = model.encode(batch);            // [B·S, hidden]
@@ -20,6 +20,7 @@
 #include "engine/config.h"
 #include "engine/weights.h"
 #include "ops/ffn_stack.h"
+#include "ops/layer.h"
 
 namespace mbk::engine {
 
@@ -61,15 +62,15 @@ class MobileBert {
 
  private:
   void check(const Batch& b) const;
-  void layer(const LayerWeights& L, const Batch& b, const float* h, float* out);
 
   MobileBertConfig config_;
   EngineOptions options_;
   ModelWeights weights_;
   std::vector<std::vector<ops::FfnWeights>> ffn_ops_;  // per layer, pointing into weights_
+  std::vector<ops::LayerWeights> layer_ops_;            // per layer, pointing into weights_, ffn_ops_
   std::vector<float> arena_;
   // Views into arena_, each sized for max_batch x max_seq rows.
-  float *h0_, *h1_, *bneck_, *shared_, *qk_, *v_, *ctx_, *attn_, *ffn_, *embed_ws_, *attn_ws_;
+  float *h0_, *embed_ws_, *layer_ws_;
   float *head_, *logits_, *pooled_;
 };
 

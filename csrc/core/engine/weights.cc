@@ -34,15 +34,17 @@ class Reader {
     d.norm_bias = get(name + ".LayerNorm.bias", {out}, backbone);
     return d;
   }
-  // Two Linears with the same input stacked into one [out1 + out2, in] GEMM.
-  Packed stacked(const std::string& a, const std::string& b, int64_t out, int64_t in) {
-    std::vector<float> w = get(a + ".weight", {out, in});
-    std::vector<float> bias = get(a + ".bias", {out});
-    const std::vector<float> w2 = get(b + ".weight", {out, in});
-    const std::vector<float> b2 = get(b + ".bias", {out});
-    w.insert(w.end(), w2.begin(), w2.end());
-    bias.insert(bias.end(), b2.begin(), b2.end());
-    return std::make_unique<gemm::PackedWeights>(w.data(), in, 1, bias.data(), 2 * out, in, isa_);
+  // Linears [out, in] with the same input stacked into one [count·out, in] GEMM, in order.
+  Packed stacked(const std::vector<std::string>& names, int64_t out, int64_t in) {
+    std::vector<float> w, bias;
+    for (const std::string& n : names) {
+      const std::vector<float> wi = get(n + ".weight", {out, in});
+      const std::vector<float> bi = get(n + ".bias", {out});
+      w.insert(w.end(), wi.begin(), wi.end());
+      bias.insert(bias.end(), bi.begin(), bi.end());
+    }
+    const int64_t n = out * static_cast<int64_t>(names.size());
+    return std::make_unique<gemm::PackedWeights>(w.data(), in, 1, bias.data(), n, in, isa_);
   }
   Isa isa() const { return isa_; }
   std::vector<std::string> unused() const {
@@ -75,20 +77,30 @@ ModelWeights load_weights(const SafeTensors& st, const MobileBertConfig& c, Isa 
   m.embedding.norm_bias = r.get("embeddings.LayerNorm.bias", {H});
 
   const std::string mode = c.attention_mode();
-  const int64_t qk_in = mode == "full" ? H : W;
-  const int64_t v_in = mode == "bottleneck" ? W : H;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "encoder.layer." + std::to_string(l) + ".";
-    LayerWeights L;
-    L.bottleneck_input = r.dense_norm(p + "bottleneck.input", W, H);
-    if (mode == "shared") L.bottleneck_attention = r.dense_norm(p + "bottleneck.attention", W, H);
-    L.query_key = r.stacked(p + "attention.self.query", p + "attention.self.key", W, qk_in);
-    L.value = r.linear(p + "attention.self.value", W, v_in);
+    LayerTensors L;
+    const std::string input = p + "bottleneck.input", shared = p + "bottleneck.attention";
+    const std::string q = p + "attention.self.query", k = p + "attention.self.key";
+    const std::string v = p + "attention.self.value";
+    if (mode == "shared") {
+      L.over_h = r.stacked({input + ".dense", shared + ".dense", v}, W, H);
+      L.over_bottleneck = r.stacked({q, k}, W, W);
+      L.attention_norm_weight = r.get(shared + ".LayerNorm.weight", {W});
+      L.attention_norm_bias = r.get(shared + ".LayerNorm.bias", {W});
+    } else if (mode == "bottleneck") {
+      L.over_h = r.stacked({input + ".dense"}, W, H);
+      L.over_bottleneck = r.stacked({q, k, v}, W, W);
+    } else {  // full
+      L.over_h = r.stacked({input + ".dense", q, k, v}, W, H);
+    }
+    L.input_norm_weight = r.get(input + ".LayerNorm.weight", {W});
+    L.input_norm_bias = r.get(input + ".LayerNorm.bias", {W});
     L.attention_output = r.dense_norm(p + "attention.output", W, W);
     for (int64_t f = 0; f + 1 < c.num_feedforward_networks; ++f) {
-      const std::string q = p + "ffn." + std::to_string(f) + ".";
-      L.ffn_intermediate.push_back(r.linear(q + "intermediate.dense", I, W));
-      L.ffn_output.push_back(r.dense_norm(q + "output", W, I));
+      const std::string ffn = p + "ffn." + std::to_string(f) + ".";
+      L.ffn_intermediate.push_back(r.linear(ffn + "intermediate.dense", I, W));
+      L.ffn_output.push_back(r.dense_norm(ffn + "output", W, I));
     }
     L.ffn_intermediate.push_back(r.linear(p + "intermediate.dense", I, W));
     DenseNorm last;

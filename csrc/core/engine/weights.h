@@ -25,11 +25,14 @@ struct DenseNorm {
   std::vector<float> norm_weight, norm_bias;
 };
 
-struct LayerWeights {
-  DenseNorm bottleneck_input;      // 512 -> 128
-  DenseNorm bottleneck_attention;  // 512 -> 128, "shared" mode only
-  Packed query_key;                // [Q; K] stacked: one GEMM writes Q | K side by side
-  Packed value;
+// One layer's tensors, owned; the engine hands them to ops::layer_forward through ops::LayerWeights
+// views (ops/layer.h). The attention's projections are stacked as ops/bottleneck_attention.h
+// takes them: one GEMM over h and one over the bottleneck.
+struct LayerTensors {
+  Packed over_h;           // shared [Wi; Wa; Wv], bottleneck [Wi], full [Wi; Wq; Wk; Wv]
+  Packed over_bottleneck;  // shared [Wq; Wk] (over s), bottleneck [Wq; Wk; Wv] (over b); full: null
+  std::vector<float> input_norm_weight, input_norm_bias;          // bottleneck.input.LayerNorm
+  std::vector<float> attention_norm_weight, attention_norm_bias;  // bottleneck.attention (shared)
   DenseNorm attention_output;         // 128 -> 128, residual: the input bottleneck
   std::vector<DenseNorm> ffn_output;  // per FFN (the last is the layer's output.dense)
   std::vector<Packed> ffn_intermediate;
@@ -40,7 +43,7 @@ struct ModelWeights {
   // Embeddings.
   std::vector<float> word_embeddings, position_embeddings, token_type_embeddings;
   DenseNorm embedding;  // embedding_transformation + embeddings.LayerNorm
-  std::vector<LayerWeights> layers;
+  std::vector<LayerTensors> layers;
   // Heads, when the checkpoint has them.
   std::optional<DenseNorm> pooler;        // pooler.dense (classifier_activation); no norm
   std::optional<DenseNorm> mlm_transform;  // cls.predictions.transform.{dense, LayerNorm}

@@ -21,21 +21,6 @@ constexpr int64_t kMinChunkRows = 16;
 
 int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
 
-const AttentionKernels& kernels(Isa isa) {
-  switch (isa) {
-#ifdef MBK_HAVE_AVX2
-    case Isa::avx2: return avx2::attention_f32;
-#endif
-#ifdef MBK_HAVE_AVX512
-    case Isa::avx512: return avx512::attention_f32;
-#endif
-#ifdef MBK_HAVE_NEON
-    case Isa::neon: return neon::attention_f32;
-#endif
-    default: return scalar::attention_f32;
-  }
-}
-
 void check(const AttentionArgs& a, const char* op = "attention_forward") {
   const auto fail = [op](const std::string& what) {
     throw std::invalid_argument(std::string(op) + ": " + what);
@@ -52,6 +37,21 @@ void check(const AttentionArgs& a, const char* op = "attention_forward") {
 }
 
 }  // namespace
+
+const AttentionKernels& attention_kernels(Isa isa) {
+  switch (isa) {
+#ifdef MBK_HAVE_AVX2
+    case Isa::avx2: return avx2::attention_f32;
+#endif
+#ifdef MBK_HAVE_AVX512
+    case Isa::avx512: return avx512::attention_f32;
+#endif
+#ifdef MBK_HAVE_NEON
+    case Isa::neon: return neon::attention_f32;
+#endif
+    default: return scalar::attention_f32;
+  }
+}
 
 AttentionLayout attention_layout(const AttentionArgs& a) {
   AttentionLayout L;
@@ -88,7 +88,7 @@ void attention_forward(const AttentionArgs& a, int num_threads, float* workspace
   const int64_t bh = a.batch * a.heads;
   if (bh * a.seq_q == 0) return;
   const AttentionLayout L = attention_layout(a);
-  const AttentionRun run = kernels(active_isa()).forward;
+  const AttentionRun run = attention_kernels(active_isa()).forward;
   // Enough tasks to balance the threads, chunks of at least kMinChunkRows query rows.
   int nt = std::max(num_threads, 1);
   const double flops = 4.0 * double(bh) * double(a.seq_q) * double(a.seq_k) * double(a.head_dim);
@@ -120,7 +120,7 @@ void attention_backward(const AttentionArgs& a, const AttentionGradArgs& g, int 
   if (g.dctx == nullptr || g.dq == nullptr || g.dk == nullptr || g.dv == nullptr)
     throw std::invalid_argument("attention_backward: dctx, dq, dk and dv must not be null");
   const AttentionBackwardLayout L = attention_backward_layout(a);
-  const AttentionBackwardRun run = kernels(active_isa()).backward;
+  const AttentionBackwardRun run = attention_kernels(active_isa()).backward;
   // One task per (batch, head): dK and dV sum over every query, so a head is one thread's.
   int nt = std::max(num_threads, 1);
   const double flops = 10.0 * double(bh) * double(a.seq_q) * double(a.seq_k) * double(a.head_dim);
@@ -130,22 +130,6 @@ void attention_backward(const AttentionArgs& a, const AttentionGradArgs& g, int 
                                    : thread_scratch(attention_backward_workspace_floats(a, nt));
   gemm::parallel(nt, [&](int tid, int threads) {
     run(a, g, bh * tid / threads, bh * (tid + 1) / threads, L, ws + tid * L.per_thread);
-  });
-}
-
-void dropout_rows(float* x, int64_t ldx, int64_t rows, int64_t cols, const DropoutMask& m,
-                  uint64_t first, const float* residual, int64_t ld_residual, int num_threads) {
-  if (!m.active) {
-    if (residual != nullptr)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) x[r * ldx + c] += residual[r * ld_residual + c];
-    return;
-  }
-  const DropoutRowsRun run = kernels(active_isa()).dropout_rows;
-  const int nt = rows * cols >= (1 << 15) ? std::max(num_threads, 1) : 1;
-  gemm::parallel(nt, [&](int tid, int threads) {
-    run(x, ldx, rows * tid / threads, rows * (tid + 1) / threads, cols, m, first, residual,
-        ld_residual);
   });
 }
 

@@ -83,10 +83,4 @@ size_t attention_backward_workspace_floats(const AttentionArgs& a, int num_threa
 void attention_backward(const AttentionArgs& a, const AttentionGradArgs& g, int num_threads,
                         float* workspace = nullptr);
 
-// x[r, c] = x[r, c] · factor(first + r · cols + c) [+ residual[r, c]] for r < rows, c < cols: a
-// dropout site over a [rows, cols] tensor (row strides ldx, ld_residual; residual may be null or
-// x itself). bottleneck_attention's hidden dropout, forward and backward.
-void dropout_rows(float* x, int64_t ldx, int64_t rows, int64_t cols, const DropoutMask& m,
-                  uint64_t first, const float* residual, int64_t ld_residual, int num_threads);
-
 }  // namespace mbk::ops

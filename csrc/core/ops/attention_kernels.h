@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "cpu.h"
 #include "ops/attention.h"
 
 namespace mbk::ops {
@@ -76,5 +77,8 @@ extern const AttentionKernels attention_f32;
 namespace neon {
 extern const AttentionKernels attention_f32;
 }
+
+// The table of isa (the scalar one for an ISA not compiled in); dropout.cc uses its dropout_rows.
+const AttentionKernels& attention_kernels(Isa isa);
 
 }  // namespace mbk::ops

@@ -176,7 +176,7 @@ void bottleneck_attention_forward(const BottleneckAttentionWeights& w, const flo
   // Hidden dropout sits between the GEMM and the residual: the GEMM without epilogue, dropout
   // plus residual in one pass, then the norm in place.
   gemm::gemm(ctx, width, s.rows, *w.output, out, width, gemm::Epilogue{}, num_threads);
-  dropout_rows(out, width, s.rows, width, dropout.hidden, 0, residual, ld_residual, num_threads);
+  mbk::dropout_rows(out, width, s.rows, width, dropout.hidden, 0, residual, ld_residual, num_threads);
   norm_forward(w.norm, out, nullptr, w.output_norm_weight, w.output_norm_bias, w.eps, out, s.rows,
                width, num_threads);
 }

@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "cpu.h"
-#include "gemm/epilogue_backward.h"
 #include "gemm/gemm_kernels.h"
 
 namespace mbk::ops {
@@ -29,20 +28,6 @@ void layernorm_forward(const float* x, const float* res, const float* w, const f
     sum_rows(x, res, y, r0, r1, cols);
     kern.layernorm_rows(y + r0 * cols, cols, r1 - r0, cols, w, b, eps);
   });
-}
-
-void layernorm_backward(const float* g, const float* x, const float* res, const float* w,
-                        float eps, float* gx, float* gw, float* gb, int64_t rows, int64_t cols,
-                        int num_threads) {
-  if (cols <= 0) return;
-  // x + res is formed in gx's memory: layernorm_backward reads each row of t before writing the
-  // same row of gt, so t and gt may share it.
-  const float* t = x;
-  if (res != nullptr) {
-    sum_rows(x, res, gx, 0, rows, cols);
-    t = gx;
-  }
-  gemm::layernorm_backward(g, t, w, eps, gx, gw, gb, nullptr, rows, cols, active_isa(), num_threads);
 }
 
 }  // namespace mbk::ops
