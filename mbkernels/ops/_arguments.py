@@ -272,8 +272,64 @@ def _embedding(op, input_ids, inputs_embeds, token_type_ids, position_ids, word_
         op.fail("padding_idx", f"None or a row of word_embeddings in [0, {vocab})", padding_idx)
 
 
+class _InLayer(_Op):
+    """An encoder layer's checks, naming the layer: `weights[layer 1] key_weight: expected ...`."""
+
+    __slots__ = ("layer",)
+
+    def __init__(self, name: str, layer: int):
+        super().__init__(name)
+        self.layer = layer
+
+    def fail(self, arg, expected: str, got) -> None:
+        super().fail(f"weights[layer {self.layer}] {_label(arg)}", expected, got)
+
+    def fail_type(self, arg, expected: str, got) -> None:
+        super().fail_type(f"weights[layer {self.layer}] {_label(arg)}", expected, got)
+
+
+ATTENTION_WEIGHTS = 18  # bottleneck_attention's weight arguments, in its order
+
+
+def encoder_weights_per_layer(num_ffn: int) -> int:
+    """The encoder's flat weight list per layer: bottleneck_attention's 18, then per FFN
+    [W1, b1, W2, b2, norm_weight, norm_bias], then the output bottleneck [W, b, norm_weight, norm_bias]."""
+    return ATTENTION_WEIGHTS + 6 * num_ffn + 4
+
+
+def _encoder(op, h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck):
+    """Every layer checked as the three ops it runs would check it (an empty tensor = None)."""
+    op.dims("h", h, 3, "[batch, sequence, hidden]")
+    n = len(ffn_eps)
+    if n == 0:
+        op.fail("ffn_eps", "one eps per FFN (at least one)", "an empty list")
+    per = encoder_weights_per_layer(n)
+    if num_layers < 1 or len(weights) != num_layers * per:
+        op.fail("weights", f"{per} tensors per layer x {num_layers} layers", len(weights))
+    op.choice("act", act, ACTS)
+    hidden = h.shape[2]
+    for layer in range(num_layers):
+        w = [t if t.numel() else None for t in weights[layer * per:(layer + 1) * per]]
+        lop = _InLayer(op.name, layer)
+        _bottleneck_attention(lop, h, key_mask, *w[:ATTENTION_WEIGHTS], num_heads, mode, norm, eps, 0.0, 0.0, None,
+                              False)
+        width = w[14].shape[0]  # the attention block's output width (output_weight's rows)
+        a = h.new_empty((0, width))
+        f = w[ATTENTION_WEIGHTS:ATTENTION_WEIGHTS + 6 * n]
+        if any(t is None for t in f):
+            lop.fail("FFN weights", "tensors (no FFN weight may be absent)", "an empty tensor")
+        _ffn_stack(lop, a, *(list(f[j::6]) for j in range(6)), act, norm, ffn_eps, 0.0, None)
+        if use_bottleneck:
+            _linear_norm(lop, a, *w[-4:], h.new_empty((0, hidden)), norm, eps, 0.0, None)
+            if w[-4].shape[0] != hidden:
+                lop.fail("output bottleneck weight", f"{hidden} rows (h's last dim)", tuple(w[-4].shape))
+        elif width != hidden:
+            op.fail("use_bottleneck", f"True (the attention width {width} differs from h's {hidden})", False)
+
+
 _CHECKS = {"nonorm": _nonorm, "layernorm": _nonorm, "linear_norm": _linear_norm, "attention": _attention,
-           "bottleneck_attention": _bottleneck_attention, "ffn_stack": _ffn_stack, "embedding": _embedding}
+           "bottleneck_attention": _bottleneck_attention, "ffn_stack": _ffn_stack, "embedding": _embedding,
+           "encoder": _encoder}
 
 
 class Signature:
