@@ -1,8 +1,8 @@
-"""The C++ attention and bottleneck_attention forwards (mbkernels_cpu::attention_forward,
-::bottleneck_attention_forward) on every ISA this machine runs, against the float64 reference:
+"""The C++ attention and bottleneck_attention forwards (_C.attention_forward,
+_C.bottleneck_attention_forward) on every ISA this machine runs, against the float64 reference:
 every mode and norm, odd sequence lengths, padding masks (a fully masked sequence too), integer
 masks, strided inputs, the IB-BERT teacher's head size 256; no B×H×S×S buffer unless scores are
-asked for (peak memory of a separate process); the C++ argument errors."""
+asked for (peak memory of a separate process); the argument errors."""
 
 import subprocess
 import sys
@@ -13,6 +13,7 @@ import torch
 
 import mbkernels
 from mbkernels import backend
+from mbkernels.ops.bottleneck_attention import BOTTLENECK_ATTENTION
 from mbkernels.testing import rel_err
 
 from op_cases import attention_case, bottleneck_attention_case
@@ -114,18 +115,22 @@ def test_no_scores_buffer_unless_asked():
 
 
 def test_argument_errors():
+    """Validated once, before any kernel (mbkernels/ops/_arguments.py)."""
     fn, args, kwargs = bottleneck_attention_case(s=3)
-    op = torch.ops.mbkernels_cpu.bottleneck_attention_forward
+    op = BOTTLENECK_ATTENTION.op
     h, mask, *weights = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-    with pytest.raises(RuntimeError, match="mode must be 'shared', 'bottleneck', 'full' or 'none'"):
-        op(h, mask, *weights, 2, "sideways", "nonorm", 1e-12, 0.0, 0.0, None, False)
+    with pytest.raises(ValueError, match=r"mode: expected one of \('shared', 'bottleneck', 'full', 'none'\)"):
+        op(h, mask, *weights, 2, "sideways", "nonorm", 1e-12, 0.0, 0.0, None, False, False)
+    with pytest.raises(ValueError, match="mode expected one of"):
+        fn(h, mask, *weights, num_heads=2, mode="sideways")  # the public function's own check
     broken = list(weights)
     broken[4] = None  # attention_weight
-    with pytest.raises(RuntimeError, match="attention_weight is required in mode 'shared'"):
-        op(h, mask, *broken, 2, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False)
-    with pytest.raises(RuntimeError, match=r"key_mask must have shape \[2, 3\]"):
-        op(h, mask[:, :2], *weights, 2, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False)
-    with pytest.raises(RuntimeError, match="must be a multiple of num_heads"):
-        op(h, mask, *weights, 3, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False)
-    with pytest.raises(RuntimeError, match="h must be float32"):
-        op(h.double(), mask, *weights, 2, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False)
+    with pytest.raises(ValueError, match=r"attention_weight: expected a tensor of shape \(\*, 256\).*got None"):
+        op(h, mask, *broken, 2, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False, False)
+    with pytest.raises(ValueError, match=r"key_mask: expected shape \(2, 3\)"):
+        op(h, mask[:, :2], *weights, 2, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False, False)
+    with pytest.raises(ValueError, match="num_heads: expected a divisor of the attention width 64"):
+        op(h, mask, *weights, 3, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False, False)
+    # float64 is no error any more (it runs the reference); mixing dtypes is.
+    with pytest.raises(TypeError, match=r"input_weight: expected torch.float64 \(the dtype of h\)"):
+        op(h.double(), mask, *weights, 2, "shared", "nonorm", 1e-12, 0.0, 0.0, None, False, False)

@@ -1,6 +1,6 @@
 """The C++ training path of attention and bottleneck_attention on every ISA this machine runs: the
-forward with attention and hidden dropout and the backward (mbkernels_cpu::attention_backward,
-::bottleneck_attention_backward), output and every gradient against the float64 reference's
+forward with attention and hidden dropout and the backward (_C.attention_backward; bottleneck_attention's
+kernel in mbkernels/ops/bottleneck_attention.py), output and every gradient against the float64 reference's
 autograd with the same seed (so the same kept elements), the returned scores' gradient included;
 tokens 1, 7, 127, 129, padding masks with a fully masked sequence, non-contiguous inputs, the
 IB-BERT teacher's head size 256, thread-count independence and opcheck with dropout."""
@@ -10,6 +10,7 @@ import torch
 
 from mbkernels import backend
 from mbkernels.ops import OPS, reference
+from mbkernels.ops.bottleneck_attention import BOTTLENECK_ATTENTION
 from mbkernels.testing import rel_err
 
 from op_cases import attention_case, bottleneck_attention_case
@@ -96,7 +97,9 @@ def test_attention_backward_is_thread_count_independent(isa):
         assert torch.equal(a, b)
 
 
-def _bottleneck(args, kwargs, attn_p, hidden_p):
+def _bottleneck(args, kwargs, attn_p, hidden_p, save=True):
+    """The op (with the seed given; `save`: keep the intermediates, else the backward recomputes
+    them) and the reference, over h and the weights that are not None."""
     h, mask, *weights = args
     kw = dict(kwargs)
     rest = (kw["num_heads"], kw["mode"], kw["norm"], kw["eps"], attn_p, hidden_p,
@@ -111,7 +114,7 @@ def _bottleneck(args, kwargs, attn_p, hidden_p):
 
     def op(*inputs):
         h, ws = split(inputs)
-        return torch.ops.mbkernels.bottleneck_attention(h, mask, *ws, *rest)
+        return tuple(BOTTLENECK_ATTENTION.op(h, mask, *ws, *rest, save)[:2])
 
     def ref(*inputs):
         h, ws = split(inputs)
@@ -122,9 +125,10 @@ def _bottleneck(args, kwargs, attn_p, hidden_p):
 
 @pytest.mark.parametrize("mode", ["shared", "bottleneck", "full", "none"])
 @pytest.mark.parametrize("norm", ["nonorm", "layernorm"])
-def test_bottleneck_attention_backward(isa, mode, norm):
+@pytest.mark.parametrize("save", [True, False])
+def test_bottleneck_attention_backward(isa, mode, norm, save):
     fn, args, kwargs = bottleneck_attention_case(s=7, mode=mode, norm=norm, return_scores=mode != "none")
-    _check(*_bottleneck(args, kwargs, 0.1, 0.1), "bottleneck_attention")
+    _check(*_bottleneck(args, kwargs, 0.1, 0.1, save), "bottleneck_attention")
 
 
 @pytest.mark.parametrize("s", [1, 127, 129])
@@ -170,15 +174,11 @@ def test_teacher_head_size_256():
     _check(*_bottleneck(args, kwargs, 0.1, 0.1), "bottleneck_attention")
 
 
-@pytest.mark.parametrize("name", ["attention", "bottleneck_attention"])
+@pytest.mark.parametrize("name", ["attention"])
 def test_opcheck_with_dropout(name):
     if name == "attention":
         _, (q, k, v, mask), _ = attention_case(b=2, h=2, s=5, d=8)
         args = (q.detach(), k.detach(), v.detach(), mask, 0.2, SEED, True)
-    else:
-        fn, (h, mask, *weights), kwargs = bottleneck_attention_case(s=5, hidden=32, intra=16)
-        args = (h.detach(), mask, *[w.detach() if w is not None else None for w in weights], kwargs["num_heads"],
-                kwargs["mode"], kwargs["norm"], kwargs["eps"], 0.2, 0.2, SEED, True)
     op = OPS[name]
     torch.library.opcheck(op.op, args)
     outs = op.op(*args)
@@ -186,6 +186,22 @@ def test_opcheck_with_dropout(name):
     needs = [t is not None and t.is_floating_point() for t in args if isinstance(t, torch.Tensor) or t is None]
     torch.library.opcheck(op.backward_op, (grads, needs, *args))
     assert backend.last_ran[name + "_backward"].startswith("cpu:")
+
+
+@pytest.mark.parametrize("mode", ["shared", "bottleneck", "full", "none"])
+@pytest.mark.parametrize("save", [True, False])
+def test_bottleneck_attention_opcheck_with_dropout(mode, save):
+    fn, (h, mask, *weights), kwargs = bottleneck_attention_case(s=5, hidden=32, intra=16, mode=mode)
+    args = (h.detach(), mask, *[w.detach() if w is not None else None for w in weights], kwargs["num_heads"],
+            kwargs["mode"], kwargs["norm"], kwargs["eps"], 0.2, 0.2, SEED, True)
+    op = OPS["bottleneck_attention"]
+    torch.library.opcheck(op.op, (*args, save))
+    *outs, saved = op.op(*args, save)
+    assert bool(saved) == save
+    grads = [torch.randn_like(o) for o in outs]
+    needs = [t is not None and t.is_floating_point() for t in args if isinstance(t, torch.Tensor) or t is None]
+    torch.library.opcheck(op.backward_op, (grads, needs, saved, *args))
+    assert backend.last_ran["bottleneck_attention_backward"].startswith("cpu:")
 
 
 def test_dropout_argument_errors():
@@ -199,26 +215,30 @@ def test_dropout_argument_errors():
                                                    mask, 0.0, None, [True] * 5)
 
 
-@pytest.mark.parametrize("mode", ["shared", "none"])
+@pytest.mark.parametrize("mode", ["shared", "bottleneck", "full", "none"])
 def test_saved_intermediates_give_the_recomputed_gradients(mode):
-    """mbkernels_cpu::bottleneck_attention_forward_train keeps the forward's intermediates and the
-    backward takes them as `saved`: the forward op's result, and exactly the recomputing backward's."""
+    """The CPU kernel's forward with save=True keeps the forward's intermediates and the backward
+    takes them as `saved`: the fused forward's result, and exactly the recomputing backward's."""
     fn, (h, mask, *weights), kwargs = bottleneck_attention_case(s=9, mode=mode, norm="layernorm")
     h, weights = h.detach(), [w.detach() if w is not None else None for w in weights]
-    rest = (kwargs["num_heads"], mode, "layernorm", 1e-12, 0.1, 0.1, SEED)
-    out, scores, *saved = torch.ops.mbkernels_cpu.bottleneck_attention_forward_train(h, mask, weights, *rest, True)
-    ref_out, ref_scores = torch.ops.mbkernels_cpu.bottleneck_attention_forward(h, mask, *weights, *rest, True)
+    kernel = BOTTLENECK_ATTENTION.kernels[0]
+    assert kernel.device == "cpu"
+    args = (h, mask, *weights, kwargs["num_heads"], mode, "layernorm", 1e-12, 0.1, 0.1, SEED, True)
+    assert kernel.supports(*args)
+    out, scores, saved = kernel.forward(*args, save=True)
+    ref_out, ref_scores, nothing = kernel.forward(*args, save=False)
+    assert saved and nothing == []
+    assert [t.shape for t in saved] == [t.shape for t in kernel.saved_fake(*args)]
     assert rel_err(out, ref_out) <= 1e-6 and rel_err(_unmask(scores), _unmask(ref_scores)) <= 1e-6
     g, gs = torch.randn_like(out), torch.randn_like(scores)
     needs = [True, False] + [w is not None for w in weights] + [False]
-    got = torch.ops.mbkernels_cpu.bottleneck_attention_backward(g, gs, h, mask, *weights, *rest, needs, saved)
-    want = torch.ops.mbkernels_cpu.bottleneck_attention_backward(g, gs, h, mask, *weights, *rest, needs, [])
+    got = kernel.backward([g, gs], needs, saved, *args)
+    want = kernel.backward([g, gs], needs, [], *args)
     assert len(got) == len(want) == 21
-    for a, b in zip(got, want):
-        assert torch.equal(a, b)
-    with pytest.raises(RuntimeError, match="saved ctx must be contiguous"):
-        torch.ops.mbkernels_cpu.bottleneck_attention_backward(g, gs, h, mask, *weights, *rest, needs,
-                                                              [*saved[:3], saved[3][:1], saved[4]])
+    for a, b, need in zip(got, want, needs):
+        assert (a is None) == (b is None) and (a is not None) == need
+        if a is not None:
+            assert torch.equal(a, b)
 
 
 def test_dropout_without_a_seed_runs_the_reference():

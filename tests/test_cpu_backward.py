@@ -187,19 +187,22 @@ def test_layernorm_over_one_feature_has_no_input_gradient(isa):
 @pytest.mark.parametrize("mode,norm", [("shared", "nonorm"), ("bottleneck", "layernorm"), ("full", "nonorm"),
                                        ("none", "layernorm")])
 def test_bottleneck_attention_saved_intermediates_match_the_recompute(mode, norm):
-    """bottleneck_attention_train keeps what the frozen op's backward recomputes (the same C++
-    recompute step produces both): with dropout and a gradient on the scores, the gradients are
-    the same bit for bit and the outputs agree to rounding (the forwards normalize differently)."""
+    """The saving forward (save=True) keeps what the backward otherwise recomputes (the same
+    composition produces both): with dropout and a gradient on the scores, the gradients are the
+    same bit for bit and the outputs agree to rounding (the fused forward normalizes differently)."""
     fn, args, kwargs = bottleneck_attention_case(s=9, mode=mode, norm=norm, hidden=64, intra=32)
     seed = torch.tensor(1234)
     op_args = (*args, kwargs["num_heads"], mode, norm, 1e-12, 0.1, 0.1, seed, True)
     leaves = [t for t in args if isinstance(t, torch.Tensor) and t.requires_grad]
-    out, scores, saved = torch.ops.mbkernels.bottleneck_attention_train(*op_args)
-    assert backend.last_ran["bottleneck_attention_train"] == f"cpu:{backend.active_isa()}"
+    op = ops.OPS["bottleneck_attention"].op
+    out, scores, saved = op(*op_args, True)
+    assert backend.last_ran["bottleneck_attention"] == f"cpu:{backend.active_isa()}" and saved
     g, gs = torch.randn(out.shape), torch.randn(scores.shape)
     saved_grads = torch.autograd.grad([out, scores], leaves, [g, gs])
-    op_out, op_scores = torch.ops.mbkernels.bottleneck_attention(*op_args)
+    op_out, op_scores, nothing = op(*op_args, False)
+    assert nothing == []
     op_grads = torch.autograd.grad([op_out, op_scores], leaves, [g, gs])
+    assert backend.last_ran["bottleneck_attention_backward"] == f"cpu:{backend.active_isa()}"
     unmasked = scores > torch.finfo(torch.float32).min
     assert rel_err(out, op_out) <= 1e-6 and torch.equal(unmasked, op_scores > torch.finfo(torch.float32).min)
     assert rel_err(scores[unmasked], op_scores[unmasked]) <= 1e-6
