@@ -56,14 +56,20 @@ def _grads_of(fn, args, kwargs, be, seed=3):
         return outs, torch.autograd.grad(loss, leaves, allow_unused=True)
 
 
+def _cpu_kernel(name):
+    """The op's CPU kernel (mbkernels._C), or None where CPU runs the reference."""
+    return next((k for k in OPS[name].kernels if k.device == "cpu"), None)
+
+
 def check_against_reference(fn, args, kwargs, name, tol=1e-5):
     """Fused outputs and gradients vs the float64 reference: per-row error ≤ tol, or — where the
     float32 reference itself is worse (weight-gradient rows that cancel) — ≤ 2× its error, the rule
     FlashAttention's tests use: a kernel may not be less accurate than plain fp32 torch."""
     outs, grads = _grads_of(fn, args, kwargs, "fused")
-    expected = f"cpu:{backend.active_isa()}" if OPS[name].cpu is not None and backend._C is not None else "reference"
+    cpu = _cpu_kernel(name)
+    expected = f"cpu:{backend.active_isa()}" if cpu is not None and backend._C is not None else "reference"
     assert backend.last_ran[name] == expected
-    assert backend.last_ran[name + "_backward"] == (expected if OPS[name].cpu_backward else "reference")
+    assert backend.last_ran[name + "_backward"] == (expected if cpu is not None and cpu.backward else "reference")
     assert_matches_reference(fn, args, kwargs, name, outs, grads, tol)
 
 
@@ -88,7 +94,7 @@ def assert_matches_reference(fn, args, kwargs, name, outs, grads, tol=1e-5):
 
 
 # The ISA only changes ops that have a C++ kernel: sweep ISAs for those, run the others once.
-NAME_ISA = [(name, isa) for name in CASES for isa in (ISAS if OPS[name].cpu is not None else ISAS[:1])]
+NAME_ISA = [(name, isa) for name in CASES for isa in (ISAS if _cpu_kernel(name) is not None else ISAS[:1])]
 
 
 @pytest.mark.parametrize("name,isa", NAME_ISA)
@@ -162,26 +168,22 @@ def test_no_scores_buffer_unless_asked():
 
 
 def _op_args(name):
-    """The custom op's exact positional arguments, recovered by calling through the public function
-    (in training it calls `<name>_train` where the op has one: same arguments)."""
+    """The forward op's exact positional arguments (without `save`), recovered by calling through the
+    public function."""
     fn, args, kwargs = CASES[name](s=5)
+    opdef = OPS[name]
     captured = {}
-    targets = [n for n in (name, name + "_train") if hasattr(torch.ops.mbkernels, n)]
-    real = {n: torch.ops.mbkernels.__getattr__(n) for n in targets}
+    real = opdef.op
 
-    def spy(n):
-        def call(*a):
-            captured["args"] = a
-            return real[n](*a)
-        return call
+    def spy(*a):
+        captured["args"] = a[:-1]
+        return real(*a)
 
-    for n in targets:
-        torch.ops.mbkernels.__dict__[n] = spy(n)
+    opdef.op = spy
     try:
         fn(*args, **kwargs)
     finally:
-        for n in targets:
-            del torch.ops.mbkernels.__dict__[n]
+        opdef.op = real
     return captured["args"]
 
 
@@ -190,32 +192,34 @@ def _detached(op_args):
                  else a.detach() if isinstance(a, torch.Tensor) else a for a in op_args)
 
 
-def _needs(op_args):
-    return [t is not None and t.is_floating_point() for t in _flat(op_args) if isinstance(t, torch.Tensor) or t is None]
+def _needs(op, op_args):
+    """needs_grad for every tensor slot of the schema: the floating-point tensors."""
+    return [t is not None and t.is_floating_point() for t in op.tensors(op_args)]
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_opcheck(name):
     op = OPS[name]
     op_args = _op_args(name)
-    torch.library.opcheck(op.op, op_args)
-    outs = op.op(*op_args)
-    outs = outs if isinstance(outs, tuple) else (outs,)
+    torch.library.opcheck(op.op, (*op_args, False))
+    *outs, saved = op.op(*op_args, False)
+    assert saved == []
     grads = [torch.randn_like(o) if o.numel() else o.new_empty(0) for o in outs]
-    torch.library.opcheck(op.backward_op, (grads, _needs(op_args), *_detached(op_args)))
+    torch.library.opcheck(op.backward_op, (grads, _needs(op, op_args), [], *_detached(op_args)))
 
 
-@pytest.mark.skipif(backend._C is None, reason="the saving training forwards are C++ kernels")
-@pytest.mark.parametrize("name", [name for name, d in OPS.items() if d.train_op is not None])
+@pytest.mark.skipif(backend._C is None, reason="the saving forwards are C++ kernels")
+@pytest.mark.parametrize("name", [name for name in CASES
+                                  if _cpu_kernel(name) is not None and _cpu_kernel(name).saved_fake is not None])
 def test_opcheck_saving(name):
-    """The training forwards that keep intermediates, and their backwards."""
+    """The forwards with save=True that keep intermediates, and their backwards given them."""
     op_args = _op_args(name)
     op = OPS[name]
-    torch.library.opcheck(op.train_op, op_args)
-    *outs, saved = op.train_op(*op_args)
-    assert saved and backend.last_ran[name + "_train"] == f"cpu:{backend.active_isa()}"
+    torch.library.opcheck(op.op, (*op_args, True))
+    *outs, saved = op.op(*op_args, True)
+    assert saved and backend.last_ran[name] == f"cpu:{backend.active_isa()}"
     grads = [torch.randn_like(o) if o.numel() else o.new_empty(0) for o in outs]
-    torch.library.opcheck(op.train_backward_op, (grads, _needs(op_args), saved, *_detached(op_args)))
+    torch.library.opcheck(op.backward_op, (grads, _needs(op, op_args), saved, *_detached(op_args)))
 
 
 # Tiny widths: gradcheck differentiates numerically through every input element.
