@@ -178,14 +178,8 @@ class MobileBertLayer(nn.Module):
         c = self.config
         mode = c.attention_mode
         training = self.training
-        bottleneck = getattr(self, "bottleneck", None)
-        self_attn = self.attention.self
         a, scores = ops.bottleneck_attention(
-            hidden_states, key_mask,
-            *_wb(bottleneck.input if bottleneck is not None else None),
-            *_wb(bottleneck.attention if mode == "shared" else None),
-            self_attn.query.weight, self_attn.query.bias, self_attn.key.weight, self_attn.key.bias,
-            self_attn.value.weight, self_attn.value.bias, *_wb(self.attention.output),
+            hidden_states, key_mask, *self.attention_weights(),
             num_heads=c.num_attention_heads, mode=mode, norm=c.norm, eps=c.layer_norm_eps,
             attn_dropout_p=c.attention_probs_dropout_prob if training else 0.0,
             hidden_dropout_p=c.hidden_dropout_prob if training and mode == "none" else 0.0,
@@ -203,16 +197,21 @@ class MobileBertLayer(nn.Module):
                                 eps=c.layer_norm_eps, dropout_p=c.hidden_dropout_prob if training else 0.0)
         return a, scores
 
-    def encoder_weights(self, empty: torch.Tensor) -> list[torch.Tensor]:
-        """This layer's weights in `ops.encoder`'s order (`empty` where one is absent)."""
+    def attention_weights(self) -> tuple[torch.Tensor | None, ...]:
+        """The attention block's weights in `ops.bottleneck_attention`'s order (its `WEIGHTS`), None
+        where the mode has none."""
         mode = self.config.attention_mode
         bottleneck = getattr(self, "bottleneck", None)
         sa = self.attention.self
-        ffns = [*getattr(self, "ffn", []), None]
-        flat = [*_wb(bottleneck.input if bottleneck is not None else None),
+        return (*_wb(bottleneck.input if bottleneck is not None else None),
                 *_wb(bottleneck.attention if mode == "shared" else None),
                 sa.query.weight, sa.query.bias, sa.key.weight, sa.key.bias, sa.value.weight, sa.value.bias,
-                *_wb(self.attention.output)]
+                *_wb(self.attention.output))
+
+    def encoder_weights(self, empty: torch.Tensor) -> list[torch.Tensor]:
+        """This layer's weights in `ops.encoder`'s order (`empty` where one is absent)."""
+        ffns = [*getattr(self, "ffn", []), None]
+        flat = list(self.attention_weights())
         for f in ffns:
             inter, out = (f.intermediate.dense, f.output) if f is not None else (self.intermediate.dense, self.output)
             flat += [inter.weight, inter.bias, out.dense.weight, out.dense.bias, out.LayerNorm.weight,

@@ -1,4 +1,4 @@
-"""The one-op encoder (ops.encoder, mbkernels_cpu::encoder_forward): the modules use it for CPU fp32
+"""The one-op encoder (ops.encoder, `_C.encoder_forward`): the modules use it for CPU fp32
 inference without gradients, scores or hidden states, and it matches the per-op path (the same
 kernels: to the bit) and the float64 reference for every model variant; the other cases keep the
 per-op path; the op itself passes opcheck and rejects malformed weight lists."""
@@ -8,6 +8,7 @@ import torch
 
 import mbkernels
 from mbkernels import backend, ops
+from mbkernels.ops import _packed
 from mbkernels.config import MobileBertConfig
 from mbkernels.modeling import MobileBertModel
 from mbkernels.testing import rel_err
@@ -71,9 +72,9 @@ def test_inference_mode_and_packed_weights_reused():
     ids, mask = _inputs(cfg)
     with torch.inference_mode():
         first = model(input_ids=ids, attention_mask=mask).last_hidden_state
-        packs = _C.packed_weight_stats()["packs"]
+        packs = _packed.stats()["packs"]
         second = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    assert _C.packed_weight_stats()["packs"] == packs
+    assert _packed.stats()["packs"] == packs
     assert torch.equal(first, second)
 
 
@@ -90,7 +91,9 @@ def test_opcheck():
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
     args = (h, mask, _layer_weights(cfg, model), 1, 2, "shared", "nonorm", "relu", 1e-12,
             [1e-12] * 3 + [1e-5], True)
-    torch.library.opcheck(ops.OPS["encoder"].op, args)
+    for save in (False, True):
+        torch.library.opcheck(ops.OPS["encoder"].op, (*args, save))
+    assert backend.last_ran["encoder"] == f"cpu:{_C.get_isa()}"
 
 
 def test_bad_weight_list():
@@ -98,13 +101,16 @@ def test_bad_weight_list():
     model = MobileBertModel(cfg).eval()
     weights = _layer_weights(cfg, model)
     h = torch.randn(1, 4, 512)
-    with pytest.raises(ValueError, match="weights expected 46 tensors per layer x 2 layers, got 91"):
+    with pytest.raises(ValueError, match="weights: expected 46 tensors per layer x 2 layers, got 91"):
         ops.encoder(h, None, weights[:-1], 2, 4)
-    with pytest.raises(RuntimeError, match="weights must hold 46 tensors per layer"):
-        torch.ops.mbkernels_cpu.encoder_forward(h, None, weights[:-1], 2, 4, "shared", "nonorm", "relu", 1e-12,
-                                                [1e-12] * 3 + [1e-5], True)
+    args = (2, 4, "shared", "nonorm", "relu", 1e-12, [1e-12] * 3 + [1e-5], True, False)
+    with pytest.raises(ValueError, match="weights: expected 46 tensors per layer x 2 layers, got 91"):
+        torch.ops.mbkernels.encoder(h, None, weights[:-1], *args)
     broken = list(weights)
-    broken[4] = torch.empty(0)  # attention_weight absent in mode shared
-    with pytest.raises(RuntimeError, match="attention_weight is required in mode 'shared'"):
-        torch.ops.mbkernels_cpu.encoder_forward(h, None, broken, 2, 4, "shared", "nonorm", "relu", 1e-12,
-                                                [1e-12] * 3 + [1e-5], True)
+    broken[46 + 4] = torch.empty(0)  # layer 1's attention_weight, absent where mode shared needs it
+    with pytest.raises(ValueError, match=r"encoder: weights\[layer 1\] attention_weight: expected a tensor of shape"):
+        torch.ops.mbkernels.encoder(h, None, broken, *args)
+    broken = list(weights)
+    broken[18 + 2] = weights[18 + 2][:, :7]  # layer 0's first FFN W2 [128, 512] cut to 7 columns
+    with pytest.raises(ValueError, match=r"encoder: weights\[layer 0\] output_weights\[0\]: expected shape"):
+        torch.ops.mbkernels.encoder(h, None, broken, *args)

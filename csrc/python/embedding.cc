@@ -78,7 +78,7 @@ void bind_embedding(py::module_& m) {
           ops::norm_forward(kind, in(pre_norm), nullptr, a.norm_weight, a.norm_bias, eps, out(y), rows,
                             hidden, threads);
         const DropoutMask mask = dropout_mask(dropout_p, seed, kStream);
-        if (mask.active) ops::dropout_rows(out(y), hidden, rows, hidden, mask, 0, nullptr, 0, threads);
+        if (mask.active) dropout_rows(out(y), hidden, rows, hidden, mask, 0, nullptr, 0, threads);
       },
       py::arg("input_ids"), py::arg("inputs_embeds"), py::arg("token_type_ids"), py::arg("position_ids"),
       py::arg("batch"), py::arg("seq"), py::arg("word_embeddings"), py::arg("vocab"),

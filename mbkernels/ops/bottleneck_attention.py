@@ -32,25 +32,24 @@ from mbkernels.ops._registry import Kernel, OpDef, define
 
 MODES = ("shared", "bottleneck", "full", "none")
 
-_WEIGHTS = ("input_weight", "input_bias", "input_norm_weight", "input_norm_bias",
-            "attention_weight", "attention_bias", "attention_norm_weight", "attention_norm_bias",
-            "query_weight", "query_bias", "key_weight", "key_bias", "value_weight", "value_bias",
-            "output_weight", "output_bias", "output_norm_weight", "output_norm_bias")
+# The layer's attention weights, in the op's argument order: the one Python spelling of that list
+# (the encoder's flat weights and the modules' `encoder_weights` follow it).
+WEIGHTS = ("input_weight", "input_bias", "input_norm_weight", "input_norm_bias",
+           "attention_weight", "attention_bias", "attention_norm_weight", "attention_norm_bias",
+           "query_weight", "query_bias", "key_weight", "key_bias", "value_weight", "value_bias",
+           "output_weight", "output_bias", "output_norm_weight", "output_norm_bias")
+WEIGHT_INDEX = {name: i for i, name in enumerate(WEIGHTS)}
 
 
 def _fake(h, key_mask, *rest):
     weights, (num_heads, *_, return_scores) = _split_args(rest)
     b, s, _ = h.shape
     scores = h.new_empty((b, num_heads, s, s)) if return_scores else h.new_empty(0)
-    return h.new_empty((b, s, weights[_WEIGHTS.index("output_weight")].shape[0])), scores
+    return h.new_empty((b, s, weights[WEIGHT_INDEX["output_weight"]].shape[0])), scores
 
 
 def _split_args(rest):
-    return rest[:len(_WEIGHTS)], rest[len(_WEIGHTS):]
-
-
-# Each weight argument's position among the 18.
-_W = {name: i for i, name in enumerate(_WEIGHTS)}
+    return rest[:len(WEIGHTS)], rest[len(WEIGHTS):]
 
 # The projections side by side in the GEMM over h (A) and over the bottleneck (B), one segment of
 # `width` columns each: csrc/core/ops/bottleneck_attention.h's projection_layout. "input" is b and
@@ -73,10 +72,10 @@ def _supports_cpu(h, key_mask, *rest):
 
 
 def _linear(weights, name):
-    return weights[_W[name + "_weight"]], weights[_W[name + "_bias"]]
+    return weights[WEIGHT_INDEX[name + "_weight"]], weights[WEIGHT_INDEX[name + "_bias"]]
 
 
-def _packings(weights, mode):
+def packings(weights, mode):
     """The packed GEMMs over h, over the bottleneck (None without one) and of the output projection."""
     over_h, over_b = _LAYOUT[mode]
     return (_packed.packed([_linear(weights, p) for p in over_h]),
@@ -85,7 +84,7 @@ def _packings(weights, mode):
 
 
 def _width(weights) -> int:
-    return weights[_W["output_weight"]].shape[0]
+    return weights[WEIGHT_INDEX["output_weight"]].shape[0]
 
 
 def _cpu_forward(h, key_mask, *rest, save):
@@ -98,8 +97,8 @@ def _cpu_forward(h, key_mask, *rest, save):
             return h.new_empty((batch, seq, width)), scores, _saved_fake(h, key_mask, *rest)
         *saved, _ = _intermediates(h, key_mask, weights, num_heads, mode, norm, eps, attn_p, hidden_p, seed,
                                    scores if return_scores else None)
-        out = _cpu.norm_forward(norm, saved[4], weights[_W["output_norm_weight"]],
-                                weights[_W["output_norm_bias"]], eps)
+        out = _cpu.norm_forward(norm, saved[4], weights[WEIGHT_INDEX["output_norm_weight"]],
+                                weights[WEIGHT_INDEX["output_norm_bias"]], eps)
         if mode == "none":
             saved[0] = h.new_empty(0)  # a_pre is a: outputs of a custom op may not alias
         if saved[2] is None:
@@ -108,10 +107,10 @@ def _cpu_forward(h, key_mask, *rest, save):
     # Inference: the single fused core call.
     hv, ldh = _cpu.rows(h, hidden)
     out = h.new_empty((batch, seq, width))
-    over_h, over_b, output = _packings(weights, mode)
+    over_h, over_b, output = packings(weights, mode)
     mask = _cpu.key_mask_bytes(key_mask)
     norms = [None if t is None else t.contiguous() for t in
-             (weights[_W[n]] for n in ("input_norm_weight", "input_norm_bias", "attention_norm_weight",
+             (weights[WEIGHT_INDEX[n]] for n in ("input_norm_weight", "input_norm_bias", "attention_norm_weight",
                                        "attention_norm_bias", "output_norm_weight", "output_norm_bias"))]
     unused = {"none": ("input", "attention"), "shared": ()}.get(mode, ("attention",))
     for i, p in enumerate(("input", "attention")):
@@ -155,7 +154,7 @@ def _intermediates(h, key_mask, weights, num_heads, mode, norm, eps, attn_p, hid
     rows, width = batch * seq, _width(weights)
     over_h_names, over_b_names = _LAYOUT[mode]
     na, nb = len(over_h_names) * width, len(over_b_names) * width
-    over_h, over_b, output = _packings(weights, mode)
+    over_h, over_b, output = packings(weights, mode)
     hv, ldh = _cpu.rows(h, hidden)
     a_pre = _cpu.gemm(hv, ldh, over_h, h.new_empty((rows, na)))
     a = a_pre
@@ -163,8 +162,8 @@ def _intermediates(h, key_mask, weights, num_heads, mode, norm, eps, attn_p, hid
         a = a_pre.clone()
         for i, p in enumerate(_normalized(mode)):
             cols = slice(i * width, (i + 1) * width)
-            a[:, cols] = _cpu.norm_forward(norm, a_pre[:, cols].contiguous(), weights[_W[p + "_norm_weight"]],
-                                           weights[_W[p + "_norm_bias"]], eps)
+            a[:, cols] = _cpu.norm_forward(norm, a_pre[:, cols].contiguous(), weights[WEIGHT_INDEX[p + "_norm_weight"]],
+                                           weights[WEIGHT_INDEX[p + "_norm_bias"]], eps)
     bmat = None
     if nb:
         src = a[:, width:] if mode == "shared" else a  # s or b
@@ -200,11 +199,11 @@ def _cpu_backward(grads, needs_grad, saved, h, key_mask, *rest):
     rows, width = batch * seq, _width(weights)
 
     def need(name):
-        return needs_grad[2 + _W[name]] and weights[_W[name]] is not None
+        return needs_grad[2 + WEIGHT_INDEX[name]] and weights[WEIGHT_INDEX[name]] is not None
 
     if rows == 0 or width == 0:
         return [torch.zeros_like(h) if needs_grad[0] else None, None,
-                *(torch.zeros_like(w) if need(n) else None for n, w in zip(_WEIGHTS, weights)), None]
+                *(torch.zeros_like(w) if need(n) else None for n, w in zip(WEIGHTS, weights)), None]
     over_h_names, over_b_names = _LAYOUT[mode]
     na, nb = len(over_h_names) * width, len(over_b_names) * width
     if saved:
@@ -215,25 +214,25 @@ def _cpu_backward(grads, needs_grad, saved, h, key_mask, *rest):
     else:
         a_pre, a, bmat, ctx, t_out, hv = _intermediates(h, key_mask, weights, num_heads, mode, norm, eps, attn_p,
                                                         hidden_p, seed)
-    gw: list[torch.Tensor | None] = [None] * len(_WEIGHTS)
+    gw: list[torch.Tensor | None] = [None] * len(WEIGHTS)
     # Only the scores used: autograd hands an empty gradient for the output.
     g = grads[0].reshape(rows, width).contiguous() if grads[0].numel() else h.new_zeros((rows, width))
     dscores = grads[1].contiguous() if return_scores and grads[1].numel() else None
 
     # out = N(t_out), t_out = dropout(ctx Woᵀ + bo) + residual.
-    gt, gw[_W["output_norm_weight"]], gw[_W["output_norm_bias"]], g_bo = _cpu.norm_backward(
-        norm, g, t_out, weights[_W["output_norm_weight"]], eps)
+    gt, gw[WEIGHT_INDEX["output_norm_weight"]], gw[WEIGHT_INDEX["output_norm_bias"]], g_bo = _cpu.norm_backward(
+        norm, g, t_out, weights[WEIGHT_INDEX["output_norm_weight"]], eps)
     gy = gt
     if hidden_p > 0:
         gy = gt.clone()
         backend._C.dropout_rows(gy.data_ptr(), width, rows, width, hidden_p, _cpu.seed_of(seed), _HIDDEN_STREAM, 0,
                                 0, _cpu.threads())
         g_bo = gy.sum(0)
-    wo = weights[_W["output_weight"]]
+    wo = weights[WEIGHT_INDEX["output_weight"]]
     if need("output_bias"):
-        gw[_W["output_bias"]] = g_bo
+        gw[WEIGHT_INDEX["output_bias"]] = g_bo
     if need("output_weight"):
-        gw[_W["output_weight"]] = torch.mm(gy.t(), ctx)
+        gw[WEIGHT_INDEX["output_weight"]] = torch.mm(gy.t(), ctx)
     gctx = torch.mm(gy, wo)
 
     # Attention: dQ, dK, dV land in ga / gb at the projections' places.
@@ -257,12 +256,12 @@ def _cpu_backward(grads, needs_grad, saved, h, key_mask, *rest):
         stacked = torch.mm(g.t(), x) if any(need(p + "_weight") for p in names) else None
         for i, p in enumerate(names):
             if need(p + "_weight"):
-                gw[_W[p + "_weight"]] = stacked if len(names) == 1 else stacked[i * width:(i + 1) * width].clone()
-            if need(p + "_bias") and gw[_W[p + "_bias"]] is None:
-                gw[_W[p + "_bias"]] = segment(g, i).sum(0)
+                gw[WEIGHT_INDEX[p + "_weight"]] = stacked if len(names) == 1 else stacked[i * width:(i + 1) * width].clone()
+            if need(p + "_bias") and gw[WEIGHT_INDEX[p + "_bias"]] is None:
+                gw[WEIGHT_INDEX[p + "_bias"]] = segment(g, i).sum(0)
 
     def stacked_weights(names):
-        ws = [weights[_W[p + "_weight"]] for p in names]
+        ws = [weights[WEIGHT_INDEX[p + "_weight"]] for p in names]
         return ws[0] if len(ws) == 1 else torch.cat(ws)
 
     # The GEMM over the bottleneck (its input: s in mode shared, b in mode bottleneck).
@@ -277,11 +276,11 @@ def _cpu_backward(grads, needs_grad, saved, h, key_mask, *rest):
         else:  # s feeds Q and K
             g_norm = g_src.contiguous()
         g_pre, gnw, gnb, gbias = _cpu.norm_backward(norm, g_norm, segment(a_pre, i).contiguous(),
-                                                    weights[_W[p + "_norm_weight"]], eps)
+                                                    weights[WEIGHT_INDEX[p + "_norm_weight"]], eps)
         segment(ga, i).copy_(g_pre)
-        gw[_W[p + "_norm_weight"]], gw[_W[p + "_norm_bias"]] = gnw, gnb
+        gw[WEIGHT_INDEX[p + "_norm_weight"]], gw[WEIGHT_INDEX[p + "_norm_bias"]] = gnw, gnb
         if need(p + "_bias"):
-            gw[_W[p + "_bias"]] = gbias
+            gw[WEIGHT_INDEX[p + "_bias"]] = gbias
     linear_grads(ga, over_h_names, hv)
     gh = None
     if needs_grad[0]:
@@ -325,7 +324,7 @@ def _triton_backward(grads, needs_grad, saved, h, key_mask, *rest):
 BOTTLENECK_ATTENTION = define(OpDef(
     name="bottleneck_attention",
     args=("Tensor h, Tensor? key_mask, "
-          + ", ".join(f"Tensor? {w}" for w in _WEIGHTS)
+          + ", ".join(f"Tensor? {w}" for w in WEIGHTS)
           + ", int num_heads, str mode, str norm, float eps, float attn_dropout_p, "
             "float hidden_dropout_p, Tensor? seed, bool return_scores"),
     outputs=2,

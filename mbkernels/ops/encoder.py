@@ -2,9 +2,9 @@
 
 Each layer is what `MobileBertLayer` runs as three ops — `bottleneck_attention → ffn_stack →
 linear_norm(residual=h)` (the last only with a bottleneck) — without dropout and without scores.
-On CPU the fp32 path runs `mbkernels_cpu::encoder_forward`: the same C++ kernels and cached packed
-weights as the per-op path, in one call instead of 3 per layer (each op call through Python costs
-~25 µs: ~2 ms of a 24-layer forward). On CUDA, or under `use_backend("triton")`, the forward runs
+On CPU the fp32 path runs `_C.encoder_forward` (csrc/core/ops/layer.h, the one layer composition
+the C++ engine runs too): the same kernels and cached packed weights as the per-op path, in one
+call instead of 3 op calls per layer. On CUDA, or under `use_backend("triton")`, the forward runs
 the layers through the Triton kernels of the three ops. Elsewhere, and for its backward, the
 reference runs inside the op. The modules use it when nothing needs gradients, scores or per-layer hidden states.
 
@@ -20,14 +20,11 @@ from collections.abc import Sequence
 import torch
 
 from mbkernels import backend
-from mbkernels.ops import reference
+from mbkernels.ops import _cpu, reference
+from mbkernels.ops.bottleneck_attention import WEIGHT_INDEX, packings
+from mbkernels.ops._arguments import ATTENTION_WEIGHTS
+from mbkernels.ops._arguments import encoder_weights_per_layer as weights_per_layer
 from mbkernels.ops._registry import Kernel, OpDef, define
-
-ATTENTION_WEIGHTS = 18
-
-
-def weights_per_layer(num_ffn: int) -> int:
-    return ATTENTION_WEIGHTS + 6 * num_ffn + 4
 
 
 def _reference(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck):
@@ -40,6 +37,51 @@ def _reference(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps
         a = reference.ffn_stack(a, *(list(f[j::6]) for j in range(6)), act, norm, ffn_eps)
         h = reference.linear_norm(a, *w[-4:], residual=h, norm_kind=norm, eps=eps) if use_bottleneck else a
     return h
+
+
+def _supports_cpu(h, key_mask, weights, *rest):
+    return _cpu.float32(h, *weights)
+
+
+def _cpu_forward(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck, *,
+                 save):
+    n, per = len(ffn_eps), weights_per_layer(len(ffn_eps))
+    held = []  # contiguous copies whose pointers are passed: alive over the call
+
+    def p(t):
+        if t is None:
+            return 0
+        t = t.contiguous()
+        held.append(t)
+        return t.data_ptr()
+
+    over_h, over_b, attention_output, attention_norms = [], [], [], []
+    ffn_inter, ffn_out, ffn_nw, ffn_nb, output, output_nw, output_nb = [], [], [], [], [], [], []
+    for layer in range(num_layers):
+        w = [t if t.numel() else None for t in weights[layer * per:(layer + 1) * per]]
+        att = w[:ATTENTION_WEIGHTS]
+        a, b, o = packings(att, mode)
+        over_h.append(a)
+        over_b.append(b)
+        attention_output.append(o)
+        attention_norms.append([p(att[WEIGHT_INDEX[name]]) for name in (
+            "input_norm_weight", "input_norm_bias", "attention_norm_weight", "attention_norm_bias",
+            "output_norm_weight", "output_norm_bias")])
+        f = w[ATTENTION_WEIGHTS:ATTENTION_WEIGHTS + 6 * n]
+        ffn_inter.append([_cpu.packed(f[6 * i], f[6 * i + 1]) for i in range(n)])
+        ffn_out.append([_cpu.packed(f[6 * i + 2], f[6 * i + 3]) for i in range(n)])
+        ffn_nw.append([p(f[6 * i + 4]) for i in range(n)])
+        ffn_nb.append([p(f[6 * i + 5]) for i in range(n)])
+        output.append(_cpu.packed(w[-4], w[-3]) if use_bottleneck else None)
+        output_nw.append(p(w[-2]) if use_bottleneck else 0)
+        output_nb.append(p(w[-1]) if use_bottleneck else 0)
+    out = h.contiguous().clone()  # the layers run in place
+    mask = _cpu.key_mask_bytes(key_mask)
+    batch, seq, hidden = h.shape
+    backend._C.encoder_forward(out.data_ptr(), batch, seq, hidden, _cpu.ptr(mask), over_h, over_b, attention_output,
+                               attention_norms, ffn_inter, ffn_out, ffn_nw, ffn_nb, output, output_nw, output_nb,
+                               num_heads, mode, norm, act, eps, ffn_eps, _cpu.threads())
+    return out, []
 
 
 def _triton_layers(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck):
@@ -89,7 +131,9 @@ ENCODER = define(OpDef(
     outputs=1,
     reference=_reference,
     fake=_fake,
-    kernels=(Kernel("triton", lambda *args: _triton_layers(*args) is not None, _triton_forward, None),),
+    # The backward (the modules use this op only without gradients) is the reference's VJP.
+    kernels=(Kernel("cpu", _supports_cpu, _cpu_forward, None),
+             Kernel("triton", lambda *args: _triton_layers(*args) is not None, _triton_forward, None)),
 ))
 
 
@@ -97,10 +141,6 @@ def encoder(h: torch.Tensor, key_mask: torch.Tensor | None, weights: Sequence[to
             num_heads: int, mode: str = "shared", norm: str = "nonorm", act: str = "relu", eps: float = 1e-12,
             ffn_eps: Sequence[float] = (1e-12, 1e-12, 1e-12, 1e-5), use_bottleneck: bool = True) -> torch.Tensor:
     """`num_layers` MobileBERT layers on h [batch, seq, hidden] (see the module docstring)."""
-    per = weights_per_layer(len(ffn_eps))
-    if len(weights) != num_layers * per:
-        raise ValueError(f"encoder: weights expected {per} tensors per layer x {num_layers} layers, "
-                         f"got {len(weights)}")
     args = (h, key_mask, list(weights), num_layers, num_heads, mode, norm, act, float(eps),
             [float(e) for e in ffn_eps], use_bottleneck)
     return ENCODER(*args)
