@@ -5,7 +5,8 @@ C++ kernel called directly, here the torch-free `mbkernels._C` functions (csrc/p
 passes them to `mbkernels.ops.<op>`, does outside the timed region everything the kernel call does not
 need to repeat (pack the weights, allocate the outputs, read pointers, strides and the thread count)
 and returns the zero-argument call that is timed; it returns the output tensor, which the harness
-checks against the reference. This is the one file of the overhead benchmark that follows the binding:
+checks against the reference. The call holds every tensor whose pointer it passes (`call.held`): a
+copy made here (a mask converted to bytes, a contiguous copy) would otherwise be freed on return. This is the one file of the overhead benchmark that follows the binding:
 the same cases run on a commit with another binding through its own copy of this file.
 """
 
@@ -54,6 +55,7 @@ def nonorm(args: tuple, kwargs: dict) -> Prepared:
     def call():
         f(px, pr, pw, pb, py, rows, cols, f64, threads)
         return y
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)]  # pointers above stay valid
     return call
 
 
@@ -69,6 +71,7 @@ def layernorm(args: tuple, kwargs: dict) -> Prepared:
     def call():
         f(px, pr, pw, pb, eps, py, rows, cols, threads)
         return y
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)]  # pointers above stay valid
     return call
 
 
@@ -86,6 +89,7 @@ def linear_norm(args: tuple, kwargs: dict) -> Prepared:
     def call():
         f(px, k, rows, packed, pr, n, norm, pnw, pnb, eps, py, n, threads)
         return y
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)]  # pointers above stay valid
     return call
 
 
@@ -104,6 +108,7 @@ def ffn_stack(args: tuple, kwargs: dict) -> Prepared:
     def call():
         f(px, width, rows, intermediate, output, pnw, pnb, eps, act, norm, py, width, 0, 0, 0, threads)
         return y
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)]  # pointers above stay valid
     return call
 
 
@@ -122,23 +127,107 @@ def attention(args: tuple, kwargs: dict) -> Prepared:
     def call():
         f(pq, strides[0], pk, strides[1], pv, strides[2], b, h, s, sk, d, pm, 0.0, 0, pc, strides[3], 0, threads)
         return ctx
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)]  # pointers above stay valid
     return call
 
 
-def _not_bound(op: str) -> Callable[[tuple, dict], Prepared]:
-    def prepare(args: tuple, kwargs: dict) -> Prepared:
-        raise NotImplementedError(f"overhead_{op}: mbkernels._C.{op}_forward is not yet bound "
-                                  f"(csrc/python/{op}.cc is a stub); its kernel provider waits for it")
-    return prepare
+def bottleneck_attention(args: tuple, kwargs: dict) -> Prepared:
+    from mbkernels.ops.bottleneck_attention import WEIGHT_INDEX, packings
+
+    h, key_mask, *weights = args
+    if kwargs.get("return_scores"):
+        raise ValueError("overhead bottleneck_attention: the case runs without scores")
+    mode, norm = kwargs.get("mode", "shared"), kwargs.get("norm", "nonorm")
+    eps, heads = float(kwargs.get("eps", 1e-12)), kwargs["num_heads"]
+    batch, seq, hidden = h.shape
+    h = h.contiguous()
+    width = weights[WEIGHT_INDEX["output_weight"]].shape[0]
+    over_h, over_b, output = packings(weights, mode)
+    mask = None if key_mask is None else key_mask.to(torch.uint8).contiguous()
+    unused = {"none": ("input", "attention"), "shared": ()}.get(mode, ("attention",))
+    norms = [0 if name.split("_")[0] in unused else _ptr(weights[WEIGHT_INDEX[name]]) for name in (
+        "input_norm_weight", "input_norm_bias", "attention_norm_weight", "attention_norm_bias",
+        "output_norm_weight", "output_norm_bias")]
+    y = h.new_empty((batch, seq, width))
+    f, threads = _C().bottleneck_attention_forward, torch.get_num_threads()
+    ph, pm, py = _ptr(h), _ptr(mask), _ptr(y)
+
+    def call():
+        f(ph, hidden, batch, seq, pm, over_h, over_b, output, mode, norm, eps, heads, *norms, 0.0, 0.0, 0, py, 0,
+          threads)
+        return y
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)]  # pointers above stay valid
+    return call
+
+
+def embedding(args: tuple, kwargs: dict) -> Prepared:
+    from mbkernels.ops.embedding import _Operands
+
+    (input_ids, inputs_embeds, token_type_ids, position_ids, words, tw, tb, positions, types, nw, nb) = args
+    trigram, norm, eps = kwargs.get("trigram", True), kwargs.get("norm", "nonorm"), float(kwargs.get("eps", 1e-5))
+    if position_ids.shape[0] == 1:
+        position_ids = position_ids.expand(token_type_ids.shape[0], -1)
+    o = _Operands(input_ids, inputs_embeds, token_type_ids, position_ids, words, tw, tb, positions, types, trigram)
+    y = o.words.new_empty((o.batch, o.seq, o.hidden))
+    f, threads = _C().embedding_forward, torch.get_num_threads()
+    leading, pnw, pnb, py = o.leading, _ptr(nw), _ptr(nb), _ptr(y)
+
+    def call():
+        f(*leading, norm, pnw, pnb, eps, 0.0, 0, py, 0, 0, threads)
+        return y
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)]  # pointers above stay valid
+    return call
+
+
+def encoder(args: tuple, kwargs: dict) -> Prepared:
+    from mbkernels.ops.bottleneck_attention import WEIGHT_INDEX, packings
+    from mbkernels.ops.encoder import ATTENTION_WEIGHTS, weights_per_layer
+
+    h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck = args
+    n, per = len(ffn_eps), weights_per_layer(len(ffn_eps))
+    lists: dict[str, list] = {k: [] for k in ("over_h", "over_b", "out_proj", "norms", "w1", "w2", "fnw", "fnb",
+                                              "out", "onw", "onb")}
+    for layer in range(num_layers):
+        w = [t if t.numel() else None for t in weights[layer * per:(layer + 1) * per]]
+        a, b, o = packings(w[:ATTENTION_WEIGHTS], mode)
+        lists["over_h"].append(a)
+        lists["over_b"].append(b)
+        lists["out_proj"].append(o)
+        lists["norms"].append([_ptr(w[WEIGHT_INDEX[name]]) for name in (
+            "input_norm_weight", "input_norm_bias", "attention_norm_weight", "attention_norm_bias",
+            "output_norm_weight", "output_norm_bias")])
+        f_ = w[ATTENTION_WEIGHTS:ATTENTION_WEIGHTS + 6 * n]
+        lists["w1"].append([_pack(f_[6 * i], f_[6 * i + 1]) for i in range(n)])
+        lists["w2"].append([_pack(f_[6 * i + 2], f_[6 * i + 3]) for i in range(n)])
+        lists["fnw"].append([_ptr(f_[6 * i + 4]) for i in range(n)])
+        lists["fnb"].append([_ptr(f_[6 * i + 5]) for i in range(n)])
+        lists["out"].append(_pack(w[-4], w[-3]) if use_bottleneck else None)
+        lists["onw"].append(_ptr(w[-2]) if use_bottleneck else 0)
+        lists["onb"].append(_ptr(w[-1]) if use_bottleneck else 0)
+    batch, seq, hidden = h.shape
+    source = h.contiguous()
+    out = source.clone()
+    mask = None if key_mask is None else key_mask.to(torch.uint8).contiguous()
+    f, threads = _C().encoder_forward, torch.get_num_threads()
+    pm, po = _ptr(mask), _ptr(out)
+    ordered = [lists[k] for k in ("over_h", "over_b", "out_proj", "norms", "w1", "w2", "fnw", "fnb", "out", "onw",
+                                  "onb")]
+
+    def call():
+        out.copy_(source)  # the layers run in place: the op clones its input too
+        f(po, batch, seq, hidden, pm, *ordered, num_heads, mode, norm, act, eps, ffn_eps, threads)
+        return out
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)]  # pointers above stay valid
+    return call
 
 
 KERNEL_CALLS: dict[str, Callable[[tuple, dict], Prepared]] = {
     "nonorm": nonorm,
     "layernorm": layernorm,
     "linear_norm": linear_norm,
-    "bottleneck_attention": _not_bound("bottleneck_attention"),
+    "bottleneck_attention": bottleneck_attention,
     "attention": attention,
     "ffn_stack": ffn_stack,
-    "embedding": _not_bound("embedding"),
-    "encoder": _not_bound("encoder"),
+    "embedding": embedding,
+    "encoder": encoder,
 }
