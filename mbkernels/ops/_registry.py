@@ -203,16 +203,18 @@ def _finish_grads(grads: Sequence[torch.Tensor | None], needs_grad, flat, inputs
     ref = next(t for t in flat if t is not None)
     empty_dtype = ref.dtype if ref.is_floating_point() else torch.float32
     seen = {t.untyped_storage().data_ptr() for t in inputs if t is not None and t.numel()}
+    same = {id(t) for t in inputs if t is not None}  # empty tensors share no storage, only identity
     result = []
     for g, need in zip(grads, needs_grad, strict=True):
         if g is None or not need:
             result.append(torch.empty(0, dtype=empty_dtype, device=ref.device))
             continue
+        if id(g) in same or (g.numel() and g.untyped_storage().data_ptr() in seen):
+            g = g.clone()
+        g = g.contiguous()  # the fake says contiguous; autograd may hand out transposes
         if g.numel():
-            if g.untyped_storage().data_ptr() in seen:
-                g = g.clone()
-            g = g.contiguous()  # the fake says contiguous; autograd may hand out transposes
             seen.add(g.untyped_storage().data_ptr())
+        same.add(id(g))
         result.append(g)
     return result
 
