@@ -34,7 +34,6 @@ def _op_inputs(model: MobileBertModel, ids: torch.Tensor) -> dict[str, tuple]:
         h = e(ids)
     pos = e.position_ids[:, : ids.shape[1]].expand_as(ids)
     types = torch.zeros_like(ids)
-    sa, bn = layer.attention.self, layer.bottleneck
     dn = lambda m: (m.dense.weight, m.dense.bias, m.LayerNorm.weight, m.LayerNorm.bias)  # noqa: E731
     a = torch.randn(ids.shape[0], ids.shape[1], c.true_hidden_size)
     ffns = [*layer.ffn, None]
@@ -52,9 +51,7 @@ def _op_inputs(model: MobileBertModel, ids: torch.Tensor) -> dict[str, tuple]:
         "nonorm": (ops.nonorm, (h, e.LayerNorm.weight, e.LayerNorm.bias, h), {}),
         "layernorm": (ops.layernorm, (h, e.LayerNorm.weight, e.LayerNorm.bias, h), {"eps": 1e-5}),
         "bottleneck_attention": (ops.bottleneck_attention,
-                                 (h, key_mask, *dn(bn.input), *dn(bn.attention), sa.query.weight, sa.query.bias,
-                                  sa.key.weight, sa.key.bias, sa.value.weight, sa.value.bias,
-                                  *dn(layer.attention.output)),
+                                 (h, key_mask, *layer.attention_weights()),
                                  {"num_heads": heads, "mode": c.attention_mode, "norm": c.norm}),
         "attention": (ops.attention, (q, k, v, key_mask), {}),
         "ffn_stack": (ops.ffn_stack, (a, [m.weight for m in inter], [m.bias for m in inter],
