@@ -58,7 +58,7 @@ def _check(op_call, ref_call, inputs, name):
 
 def _attention(q, k, v, mask, p, return_scores):
     seed = SEED if p > 0 else None
-    return (lambda q, k, v: torch.ops.mbkernels.attention(q, k, v, mask, p, seed, return_scores),
+    return (lambda q, k, v: torch.ops.mbkernels.attention(q, k, v, mask, p, seed, return_scores, True)[:2],
             lambda q, k, v: reference.attention(q, k, v, mask, p, seed, return_scores))
 
 
@@ -89,7 +89,7 @@ def test_attention_backward_is_thread_count_independent(isa):
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            outs = torch.ops.mbkernels.attention(q, k, v, mask, 0.1, SEED, True)
+            outs = torch.ops.mbkernels.attention(q, k, v, mask, 0.1, SEED, True, True)
             got.append(torch.autograd.grad(outs[0].sum() + _unmask(outs[1]).sum(), (q, k, v)))
     finally:
         torch.set_num_threads(old)
@@ -174,18 +174,18 @@ def test_teacher_head_size_256():
     _check(*_bottleneck(args, kwargs, 0.1, 0.1), "bottleneck_attention")
 
 
-@pytest.mark.parametrize("name", ["attention"])
-def test_opcheck_with_dropout(name):
-    if name == "attention":
-        _, (q, k, v, mask), _ = attention_case(b=2, h=2, s=5, d=8)
-        args = (q.detach(), k.detach(), v.detach(), mask, 0.2, SEED, True)
-    op = OPS[name]
-    torch.library.opcheck(op.op, args)
-    outs = op.op(*args)
+@pytest.mark.parametrize("save", [True, False])
+def test_attention_opcheck_with_dropout(save):
+    _, (q, k, v, mask), _ = attention_case(b=2, h=2, s=5, d=8)
+    args = (q.detach(), k.detach(), v.detach(), mask, 0.2, SEED, True)
+    op = OPS["attention"]
+    torch.library.opcheck(op.op, (*args, save))
+    *outs, saved = op.op(*args, save)
+    assert saved == []  # the attention core recomputes P per query block: nothing to keep
     grads = [torch.randn_like(o) for o in outs]
-    needs = [t is not None and t.is_floating_point() for t in args if isinstance(t, torch.Tensor) or t is None]
-    torch.library.opcheck(op.backward_op, (grads, needs, *args))
-    assert backend.last_ran[name + "_backward"].startswith("cpu:")
+    needs = [t is not None and t.is_floating_point() for t in op.tensors(args)]
+    torch.library.opcheck(op.backward_op, (grads, needs, saved, *args))
+    assert backend.last_ran["attention_backward"].startswith("cpu:")
 
 
 @pytest.mark.parametrize("mode", ["shared", "bottleneck", "full", "none"])
@@ -205,14 +205,15 @@ def test_bottleneck_attention_opcheck_with_dropout(mode, save):
 
 
 def test_dropout_argument_errors():
+    """A probability outside [0, 1) is refused by the op; a gradient of the wrong shape by the backward
+    op (dropout without a seed is not an error: the reference runs it, see below)."""
     _, (q, k, v, mask), _ = attention_case(s=3)
-    with pytest.raises(RuntimeError, match="dropout needs a seed"):
-        torch.ops.mbkernels_cpu.attention_forward(q.detach(), k.detach(), v.detach(), mask, 0.1, None, False)
-    with pytest.raises(RuntimeError, match=r"dropout probability must be in \[0, 1\)"):
-        torch.ops.mbkernels_cpu.attention_forward(q.detach(), k.detach(), v.detach(), mask, 1.0, SEED, False)
-    with pytest.raises(RuntimeError, match="grad must have the output's shape"):
-        torch.ops.mbkernels_cpu.attention_backward(q.detach()[:, :1], None, q.detach(), k.detach(), v.detach(),
-                                                   mask, 0.0, None, [True] * 5)
+    q, k, v = q.detach(), k.detach(), v.detach()
+    with pytest.raises(ValueError, match=r"attention: dropout_p: expected a probability in \[0, 1\), got 1.0"):
+        torch.ops.mbkernels.attention(q, k, v, mask, 1.0, SEED, False, False)
+    with pytest.raises(ValueError, match=r"attention_backward: grads\[0\]: expected torch.float32 of shape"):
+        torch.ops.mbkernels.attention_backward([q[:, :1], q.new_empty(0)], [True] * 3 + [False] * 2, [], q, k, v,
+                                               mask, 0.0, None, False)
 
 
 @pytest.mark.parametrize("mode", ["shared", "bottleneck", "full", "none"])
@@ -244,6 +245,6 @@ def test_saved_intermediates_give_the_recomputed_gradients(mode):
 def test_dropout_without_a_seed_runs_the_reference():
     """seed=None with dropout is torch's RNG dropout, which only the reference has."""
     _, (q, k, v, mask), _ = attention_case(s=5)
-    out, _ = torch.ops.mbkernels.attention(q, k, v, mask, 0.1, None, False)
+    out, _, _ = torch.ops.mbkernels.attention(q, k, v, mask, 0.1, None, False, True)
     out.sum().backward()
     assert backend.last_ran["attention"] == backend.last_ran["attention_backward"] == "reference"
