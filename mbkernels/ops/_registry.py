@@ -250,8 +250,13 @@ def define(opdef: OpDef) -> OpDef:
 
     def backward_impl(grads, needs_grad, saved, *args):
         kernel = opdef.choose(args, forward=False)
-        _check_backward(opdef, kernel, grads, needs_grad, saved, args)
-        if kernel is None or kernel.backward is None:
+        outputs = _check_backward(opdef, kernel, grads, needs_grad, saved, args)
+        if all(g.numel() == 0 and o.numel() for g, o in zip(grads, outputs)):
+            # No output has a gradient (autograd passes undefined ones, e.g. gradcheck's check):
+            # every input's gradient is zero, i.e. none.
+            backend.last_ran[name + "_backward"] = "none (no output gradient)"
+            got = [None] * len(needs_grad)
+        elif kernel is None or kernel.backward is None:
             backend.last_ran[name + "_backward"] = "reference"
             got = reference_vjp(opdef, grads, needs_grad, args)
         else:
@@ -326,9 +331,10 @@ def define(opdef: OpDef) -> OpDef:
     return opdef
 
 
-def _check_backward(opdef: OpDef, kernel: Kernel | None, grads, needs_grad, saved, args) -> None:
+def _check_backward(opdef: OpDef, kernel: Kernel | None, grads, needs_grad, saved, args) -> tuple:
     """The backward op's own arguments (the forward's were checked by `_arguments`): a kernel reads
-    them through raw pointers, so a wrong shape here would read past a buffer."""
+    them through raw pointers, so a wrong shape here would read past a buffer. Returns the forward's
+    outputs as fakes (their shapes)."""
     where = f"mbkernels.ops.{opdef.name}_backward"
     slots = len(opdef.tensors(args))
     if len(needs_grad) != slots:
@@ -343,13 +349,14 @@ def _check_backward(opdef: OpDef, kernel: Kernel | None, grads, needs_grad, save
             raise ValueError(f"{where}: grads[{i}]: expected {o.dtype} of shape {tuple(o.shape)} (the output's) "
                              f"or an empty tensor, got {g.dtype} of shape {tuple(g.shape)}")
     if not saved:
-        return
+        return fake
     want = kernel.saved_fake(*args) if kernel is not None and kernel.saved_fake is not None else []
     shapes = [tuple(t.shape) for t in saved]
     if shapes != [tuple(t.shape) for t in want] or not all(
             t.dtype == w.dtype and t.is_contiguous() for t, w in zip(saved, want)):
         raise ValueError(f"{where}: saved: expected empty or what the forward saved for these arguments "
                          f"(contiguous, shapes {[tuple(t.shape) for t in want]}), got shapes {shapes}")
+    return fake
 
 
 def _tensor_indices(signature: _arguments.Signature) -> frozenset[int]:
