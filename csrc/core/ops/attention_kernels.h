@@ -76,5 +76,8 @@ extern const AttentionKernels attention_f32;
 namespace neon {
 extern const AttentionKernels attention_f32;
 }
+namespace avx512_simde {  // attention_avx512.cc built through SIMDe (simd/avx512.h)
+extern const AttentionKernels attention_f32;
+}
 
 }  // namespace mbk::ops
