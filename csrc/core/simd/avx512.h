@@ -1,5 +1,5 @@
 // AVX-512 (F/BW/DQ/VL): 16 fp32 lanes in a zmm register, tails through k-masks. Include only from
-// translation units compiled with the avx512 flags (see mbk_isa_sources).
+// translation units compiled with the avx512 or avx512_simde flags (see mbk_isa_sources).
 //
 // The avx512_simde ISA compiles the same kernel sources a second time (<op>_avx512_simde.cc) with
 // baseline x86-64 flags and MBK_AVX512_SIMDE, the intrinsics coming from SIMDe's AVX-512
@@ -109,7 +109,21 @@ struct VecF32 {
     const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
     return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
   }
+#if defined(MBK_AVX512_SIMDE)
+  // Without FMA in the baseline flags, SIMDe's _mm512_fmadd_ps rounds a * b before adding c; the
+  // instruction rounds once. fmaf lane by lane rounds like the instruction, so the emulated kernels
+  // compute what they compute on AVX-512 hardware.
+  static reg fmadd(reg a, reg b, reg c) {
+    float x[16], y[16], z[16];
+    _mm512_storeu_ps(x, a);
+    _mm512_storeu_ps(y, b);
+    _mm512_storeu_ps(z, c);
+    for (int l = 0; l < 16; ++l) z[l] = __builtin_fmaf(x[l], y[l], z[l]);
+    return _mm512_loadu_ps(z);
+  }
+#else
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+#endif
   // Dropout (dropout.h) on W elements: lane i is element base + offsets[i] (uint32, wrapping);
   // scale where lowbias32(idx ^ key) >= threshold, else 0.
   static reg dropout_multiplier(uint32_t base, const int32_t* offsets, uint32_t key,
