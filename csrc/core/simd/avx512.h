@@ -85,6 +85,21 @@ inline float _mm512_reduce_add_ps(__m512 v) {
 #endif
 #endif  // MBK_AVX512_SIMDE
 
+// 32-bit lane products mod 2^32 (vpmulld). SIMDe 0.7.4 multiplies the lanes as int32_t, a signed
+// overflow (undefined; UBSan stops the sanitizer build on dropout's hash), so the emulated build
+// multiplies them as uint32_t, which wraps by definition.
+inline __m512i mullo_epi32(__m512i a, __m512i b) {
+#if defined(MBK_AVX512_SIMDE)
+  uint32_t x[16], y[16];
+  _mm512_storeu_si512(x, a);
+  _mm512_storeu_si512(y, b);
+  for (int l = 0; l < 16; ++l) x[l] *= y[l];
+  return _mm512_loadu_si512(x);
+#else
+  return _mm512_mullo_epi32(a, b);
+#endif
+}
+
 struct VecF32 {
   using value_type = float;
   using reg = __m512;
@@ -132,9 +147,9 @@ struct VecF32 {
                                  _mm512_loadu_si512(offsets));
     x = _mm512_xor_si512(x, _mm512_set1_epi32(static_cast<int32_t>(key)));
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
+    x = mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(static_cast<int32_t>(0x846CA68Bu)));
+    x = mullo_epi32(x, _mm512_set1_epi32(static_cast<int32_t>(0x846CA68Bu)));
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     const Mask16 keep =
         _mm512_cmpge_epu32_mask(x, _mm512_set1_epi32(static_cast<int32_t>(threshold)));
