@@ -131,9 +131,9 @@ def test_engine_matches_python(case, tmp_path):
 
 
 @requires_native
-@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512", "neon"])
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512", "neon", "avx512-simde"])
 def test_engine_every_isa(isa, tmp_path):
-    """The default preset through each ISA's kernels (neon on x86: the SIMDe build)."""
+    """The default preset through each ISA's kernels (neon on x86 and avx512-simde: SIMDe builds)."""
     compiled = mbkernels.backend.supported_isas() if mbkernels.backend._C is not None else []
     if isa not in compiled:
         pytest.skip(f"ISA {isa} is not supported on this machine/build")

@@ -8,7 +8,7 @@
 namespace mbk {
 namespace {
 
-constexpr Isa kAllIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon};
+constexpr Isa kAllIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon, Isa::avx512_simde};
 
 bool compiled(Isa isa) {
   switch (isa) {
@@ -21,6 +21,9 @@ bool compiled(Isa isa) {
 #endif
 #ifdef MBK_HAVE_NEON
     case Isa::neon: return true;
+#endif
+#ifdef MBK_HAVE_AVX512_SIMDE
+    case Isa::avx512_simde: return true;
 #endif
     default: return false;
   }
@@ -37,6 +40,7 @@ bool cpu_runs(Isa isa) {
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     case Isa::neon: return true;  // SIMDe build: baseline x86-64 code.
+    case Isa::avx512_simde: return true;  // likewise
 #elif defined(__aarch64__)
     case Isa::neon: return true;  // Advanced SIMD is mandatory on AArch64.
 #endif
@@ -91,6 +95,7 @@ const char* isa_name(Isa isa) {
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
     case Isa::neon: return "neon";
+    case Isa::avx512_simde: return "avx512-simde";
   }
   return "unknown";
 }
@@ -99,7 +104,7 @@ Isa parse_isa(const std::string& name) {
   for (Isa isa : kAllIsas)
     if (name == isa_name(isa)) return isa;
   throw std::invalid_argument("unknown ISA '" + name +
-                              "' (expected one of: scalar, avx2, avx512, neon)");
+                              "' (expected one of: scalar, avx2, avx512, neon, avx512-simde)");
 }
 
 std::vector<Isa> compiled_isas() {

@@ -11,18 +11,20 @@
 
 namespace mbk {
 
-enum class Isa { scalar, avx2, avx512, neon };
+// avx512_simde ("avx512-simde"): the avx512 kernels built a second time through SIMDe's AVX-512
+// emulation for baseline x86-64, so they run in the tests on any x86 CPU (simd/avx512.h).
+enum class Isa { scalar, avx2, avx512, neon, avx512_simde };
 
 const char* isa_name(Isa isa);
-// Throws std::invalid_argument for a name that is none of scalar/avx2/avx512/neon.
+// Throws std::invalid_argument for a name that is none of scalar/avx2/avx512/neon/avx512-simde.
 Isa parse_isa(const std::string& name);
 
-// Built into this library, in the order scalar, avx2, avx512, neon.
+// Built into this library, in the order scalar, avx2, avx512, neon, avx512-simde.
 std::vector<Isa> compiled_isas();
-// Compiled and runnable on this CPU. NEON built through SIMDe on x86 runs anywhere.
+// Compiled and runnable on this CPU. NEON and AVX-512 built through SIMDe on x86 run anywhere.
 std::vector<Isa> supported_isas();
 bool isa_supported(Isa isa);
-// The fastest supported ISA (SIMDe's emulated NEON is never chosen on x86).
+// The fastest supported ISA (SIMDe's emulated NEON and AVX-512 are never chosen).
 Isa best_isa();
 
 Isa active_isa();

@@ -26,6 +26,9 @@ Block block_for(Isa isa) {
 #ifdef MBK_HAVE_NEON
     case Isa::neon: return peak::neon::fma_block_f32;
 #endif
+#ifdef MBK_HAVE_AVX512_SIMDE
+    case Isa::avx512_simde: return peak::avx512_simde::fma_block_f32;
+#endif
     default: return peak::scalar::fma_block_f32;
   }
 }

@@ -20,5 +20,8 @@ int64_t fma_block_f32(int64_t iters, float* sink);
 namespace neon {
 int64_t fma_block_f32(int64_t iters, float* sink);
 }  // namespace neon
+namespace avx512_simde {  // peak_avx512.cc built through SIMDe (simd/avx512.h)
+int64_t fma_block_f32(int64_t iters, float* sink);
+}  // namespace avx512_simde
 
 }  // namespace mbk::peak

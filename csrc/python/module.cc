@@ -58,7 +58,8 @@ using namespace mbk::python;
 PYBIND11_MODULE(_C, m) {
   m.doc() = "mbkernels C++ CPU kernels (torch-free): ISA selection, packing, the ops' kernels";
   m.def("compiled_isas", [] { return names(compiled_isas()); },
-        "ISAs built into this extension, e.g. ['scalar', 'avx2', 'avx512', 'neon'].");
+        "ISAs built into this extension, e.g. ['scalar', 'avx2', 'avx512', 'neon', "
+        "'avx512-simde'].");
   m.def("supported_isas", [] { return names(supported_isas()); }, "Compiled ISAs this CPU can run.");
   m.def("best_isa", [] { return std::string(isa_name(best_isa())); }, "The fastest supported ISA.");
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); },

@@ -148,7 +148,7 @@ void check_isa_errors() {
     threw = std::strstr(e.what(), "bogus") != nullptr;
   }
   CHECK(threw, "set_isa(\"bogus\") must throw std::invalid_argument naming it");
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon}) {
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon, Isa::avx512_simde}) {
     if (mbk::isa_supported(isa)) continue;
     threw = false;
     try {

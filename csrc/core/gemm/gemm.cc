@@ -33,6 +33,9 @@ const IsaGemm& isa_gemm(Isa isa) {
 #ifdef MBK_HAVE_NEON
     case Isa::neon: return neon::f32_gemm();
 #endif
+#ifdef MBK_HAVE_AVX512_SIMDE
+    case Isa::avx512_simde: return avx512_simde::f32_gemm();
+#endif
     default:
       throw std::invalid_argument(std::string("gemm: ISA '") + isa_name(isa) +
                                   "' is not compiled into this build");

@@ -81,5 +81,8 @@ const IsaGemm& f32_gemm();
 namespace neon {
 const IsaGemm& f32_gemm();
 }
+namespace avx512_simde {  // gemm_avx512.cc built through SIMDe (simd/avx512.h)
+const IsaGemm& f32_gemm();
+}
 
 }  // namespace mbk::gemm

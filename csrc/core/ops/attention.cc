@@ -49,6 +49,9 @@ const AttentionKernels& attention_kernels(Isa isa) {
 #ifdef MBK_HAVE_NEON
     case Isa::neon: return neon::attention_f32;
 #endif
+#ifdef MBK_HAVE_AVX512_SIMDE
+    case Isa::avx512_simde: return avx512_simde::attention_f32;
+#endif
     default: return scalar::attention_f32;
   }
 }

@@ -77,6 +77,9 @@ extern const AttentionKernels attention_f32;
 namespace neon {
 extern const AttentionKernels attention_f32;
 }
+namespace avx512_simde {  // attention_avx512.cc built through SIMDe (simd/avx512.h)
+extern const AttentionKernels attention_f32;
+}
 
 // The table of isa (the scalar one for an ISA not compiled in); dropout.cc uses its dropout_rows.
 const AttentionKernels& attention_kernels(Isa isa);

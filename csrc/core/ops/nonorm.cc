@@ -27,6 +27,10 @@ F32Kernels f32_kernels(Isa isa) {
 #ifdef MBK_HAVE_NEON
     case Isa::neon: return {neon::nonorm_forward_f32, neon::nonorm_backward_f32};
 #endif
+#ifdef MBK_HAVE_AVX512_SIMDE
+    case Isa::avx512_simde:
+      return {avx512_simde::nonorm_forward_f32, avx512_simde::nonorm_backward_f32};
+#endif
     default: return {scalar::nonorm_forward_f32, scalar::nonorm_backward_f32};
   }
 }

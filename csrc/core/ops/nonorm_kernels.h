@@ -52,5 +52,9 @@ namespace neon {
 void nonorm_forward_f32(const NoNormFwdArgs<float>& a);
 void nonorm_backward_f32(const NoNormBwdArgs<float>& a);
 }  // namespace neon
+namespace avx512_simde {  // nonorm_avx512.cc built through SIMDe (simd/avx512.h)
+void nonorm_forward_f32(const NoNormFwdArgs<float>& a);
+void nonorm_backward_f32(const NoNormBwdArgs<float>& a);
+}  // namespace avx512_simde
 
 }  // namespace mbk::ops
