@@ -80,14 +80,23 @@ def test_linear_norm(norm, s, k, n, residual, bias):
     check_triton(fn, args, kwargs, "linear_norm")
 
 
+def _op(name, *args):
+    """The custom op called directly (with an explicit seed), outputs as the public function's."""
+    *out, _ = getattr(torch.ops.mbkernels, name)(*args, torch.is_grad_enabled())
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _triton_kernel(name):
+    return next(k for k in OPS[name].kernels if k.device == "triton")
+
+
 def _linear_norm_dropout(x, weight, bias, norm_weight, norm_bias, residual, norm="nonorm", eps=1e-12,
                          dropout_p=0.0, seed=None):
     """linear_norm with an explicit seed, so the reference and the kernel draw the same mask."""
     from mbkernels.ops import reference
     if backend.current_backend() == "reference":
         return reference.linear_norm(x, weight, bias, norm_weight, norm_bias, residual, norm, eps, dropout_p, seed)
-    return torch.ops.mbkernels.linear_norm(x, weight, bias, norm_weight, norm_bias, residual, norm, eps,
-                                           dropout_p, seed)
+    return _op("linear_norm", x, weight, bias, norm_weight, norm_bias, residual, norm, eps, dropout_p, seed)
 
 
 @pytest.mark.parametrize("norm", ["nonorm", "layernorm"])
@@ -190,7 +199,7 @@ def _ffn_stack_seeded(x, w1, b1, w2, b2, nw, nb, act="relu", norm="nonorm", eps=
     from mbkernels.ops import reference
     if backend.current_backend() == "reference":
         return reference.ffn_stack(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed)
-    return torch.ops.mbkernels.ffn_stack(x, w1, b1, w2, b2, nw, nb, act, norm, list(eps), dropout_p, seed)
+    return _op("ffn_stack", x, w1, b1, w2, b2, nw, nb, act, norm, list(eps), dropout_p, seed)
 
 
 def test_ffn_stack_dropout_matches_reference_mask():
@@ -238,7 +247,7 @@ def _attention_seeded(q, k, v, key_mask=None, dropout_p=0.0, seed=None, return_s
     from mbkernels.ops import reference
     if backend.current_backend() == "reference":
         return reference.attention(q, k, v, key_mask, dropout_p, seed, return_scores)
-    return torch.ops.mbkernels.attention(q, k, v, key_mask, dropout_p, seed, return_scores)
+    return _op("attention", q, k, v, key_mask, dropout_p, seed, return_scores)
 
 
 def test_attention_dropout_matches_reference_mask():
@@ -278,12 +287,12 @@ def test_attention_allocates_no_scores_buffer_unless_asked(return_scores):
     b, h, s, d = 2, 2, 33, 16  # D < S: q, k, v, o are smaller than one S×S map
     _, args, _ = attention_case(b=b, h=h, s=s, d=d)
     q, k, v, mask = (a.detach() for a in _to_device(args))
-    op = OPS["attention"]
+    kernel = _triton_kernel("attention")
     rec = _Allocations()
     with mbkernels.use_backend("triton"), rec:
-        ctx, scores = op.triton(q, k, v, mask, 0.0, None, return_scores)
+        ctx, scores, saved = kernel.forward(q, k, v, mask, 0.0, None, return_scores, save=True)
         grads = [torch.ones_like(ctx), torch.ones_like(scores) if return_scores else ctx.new_empty(0)]
-        op.triton_backward(grads, [True, True, True, False, False], q, k, v, mask, 0.0, None, return_scores)
+        kernel.backward(grads, [True, True, True, False, False], saved, q, k, v, mask, 0.0, None, return_scores)
     big = [shape for shape, nbytes in rec.shapes if nbytes >= b * h * s * s * q.element_size()]
     assert rec.shapes, "the recorder saw nothing"
     if return_scores:
@@ -317,7 +326,7 @@ def _bottleneck_attention_seeded(h, key_mask, *weights, num_heads=2, mode="share
     args = (h, key_mask, *weights, num_heads, mode, norm, eps, attn_dropout_p, hidden_dropout_p, seed, return_scores)
     if backend.current_backend() == "reference":
         return reference.bottleneck_attention(*args)
-    return torch.ops.mbkernels.bottleneck_attention(*args)
+    return _op("bottleneck_attention", *args)
 
 
 def test_bottleneck_attention_dropout_matches_reference_masks():
@@ -334,13 +343,13 @@ def test_bottleneck_attention_allocates_no_scores_buffer_unless_asked(return_sco
     b, heads, s = 2, 2, 65  # every activation and concatenated weight is smaller than one B·H·S·S map
     _, args, kwargs = bottleneck_attention_case(b=b, s=s, hidden=64, intra=32, heads=heads)
     h, mask, *weights = (a.detach() if isinstance(a, torch.Tensor) else a for a in _to_device(args))
-    op = OPS["bottleneck_attention"]
+    kernel = _triton_kernel("bottleneck_attention")
     rest = (heads, "shared", "nonorm", 1e-12, 0.0, 0.0, None, return_scores)
     rec = _Allocations()
     with mbkernels.use_backend("triton"), rec:
-        out, scores = op.triton(h, mask, *weights, *rest)
+        out, scores, saved = kernel.forward(h, mask, *weights, *rest, save=True)
         grads = [torch.ones_like(out), torch.ones_like(scores) if return_scores else out.new_empty(0)]
-        op.triton_backward(grads, [True, False, *[True] * len(weights), False], h, mask, *weights, *rest)
+        kernel.backward(grads, [True, False, *[True] * len(weights), False], saved, h, mask, *weights, *rest)
     big = [shape for shape, nbytes in rec.shapes if nbytes >= b * heads * s * s * h.element_size()]
     assert backend.last_ran["bottleneck_attention"] == "triton"
     if return_scores:
@@ -371,7 +380,7 @@ def _embedding_seeded(*args, padding_idx=None, trigram=True, norm="nonorm", eps=
     full = (*args, padding_idx, trigram, norm, eps, dropout_p, seed)
     if backend.current_backend() == "reference":
         return reference.embedding(*full)
-    return torch.ops.mbkernels.embedding(*full)
+    return _op("embedding", *full)
 
 
 def test_embedding_dropout_matches_reference_mask():
@@ -587,7 +596,8 @@ def test_package_imports_without_triton():
             "assert not available()\n"
             "from mbkernels.ops._registry import OPS\n"
             "x = torch.randn(2, 8); w = torch.ones(8); b = torch.zeros(8)\n"
-            "assert OPS['layernorm'].triton(x, w, b, None, 1e-5) is NotImplemented\n"
+            "assert not any(k.supports(x, w, b, None, 1e-5) for k in OPS['layernorm'].kernels\n"
+            "               if k.device == 'triton')\n"
             "print('ok')\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120)
@@ -614,32 +624,31 @@ def test_opcheck_on_triton(name):
     fn, args, kwargs = OPCHECK_CASES[name]()
     args = _to_device(args)
     captured = {}
-    real = torch.ops.mbkernels.__getattr__(name)
+    op = OPS[name]
+    real = op.op
 
     def spy(*a):
         captured["args"] = a
         return real(*a)
 
-    torch.ops.mbkernels.__dict__[name] = spy
+    op.op = spy
     try:
         with mbkernels.use_backend("triton"):
             fn(*args, **kwargs)
     finally:
-        del torch.ops.mbkernels.__dict__[name]
-    op = OPS[name]
-    op_args = captured["args"]
+        op.op = real
+    *op_args, save = captured["args"]
     with mbkernels.use_backend("triton"):
-        torch.library.opcheck(op.op, op_args)
+        torch.library.opcheck(op.op, (*op_args, save))
         assert backend.last_ran[name] == "triton"
-        outs = op.op(*op_args)
-        outs = outs if isinstance(outs, tuple) else (outs,)
+        *outs, saved = op.op(*op_args, save)
+        assert saved == []  # the Triton kernels recompute
         grads = [torch.randn_like(o) if o.numel() else o.new_empty(0) for o in outs]
-        needs = [t is not None and t.is_floating_point() for t in _flat(op_args)
-                 if isinstance(t, torch.Tensor) or t is None]
+        needs = [t is not None and t.is_floating_point() for t in op.tensors(op_args)]
         detached = tuple(a.detach() if isinstance(a, torch.Tensor)
                          else [t.detach() for t in a] if isinstance(a, list) and a and isinstance(a[0], torch.Tensor)
                          else a for a in op_args)
-        torch.library.opcheck(op.backward_op, (grads, needs, *detached))
+        torch.library.opcheck(op.backward_op, (grads, needs, saved, *detached))
         assert backend.last_ran[name + "_backward"] == "triton"
 
 
