@@ -114,3 +114,19 @@ def test_bad_weight_list():
     broken[18 + 2] = weights[18 + 2][:, :7]  # layer 0's first FFN W2 [128, 512] cut to 7 columns
     with pytest.raises(ValueError, match=r"encoder: weights\[layer 0\] output_weights\[0\]: expected shape"):
         torch.ops.mbkernels.encoder(h, None, broken, *args)
+
+
+def test_in_place_weight_update_reaches_the_one_op_path():
+    """The encoder's prepared layer arguments are reused between calls; an in-place write to a weight
+    (an optimizer step, load_state_dict) makes the next call rebuild them."""
+    cfg = VARIANTS["mobilebert"]()
+    model = MobileBertModel(cfg).eval()
+    ids, mask = _inputs(cfg)
+    with torch.no_grad():
+        first = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        model.encoder.layer[1].ffn[0].intermediate.dense.weight.mul_(-0.5)
+        second = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert backend.last_ran["encoder"] == f"cpu:{_C.get_isa()}"
+        per_op = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).last_hidden_state
+    assert not torch.equal(first, second)
+    assert rel_err(second, per_op) <= 1e-5

@@ -31,6 +31,7 @@ from mbkernels import backend
 _lock = threading.Lock()
 _entries: dict[tuple, tuple[list, tuple, object]] = {}  # key -> (storage refs, stamps, packed)
 _hits = _misses = 0
+generation = 0  # bumped by clear(): what caches built on packings (ops/encoder.py) key on
 
 
 def _key(t: torch.Tensor) -> tuple:
@@ -90,5 +91,7 @@ def stats() -> dict[str, int]:
 
 def clear() -> None:
     """Drop every packing: the way to make the kernels see writes the stamps cannot detect."""
+    global generation
     with _lock:
         _entries.clear()
+        generation += 1
