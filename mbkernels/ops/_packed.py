@@ -21,6 +21,7 @@ Validity: the entry is reused while each tensor's data pointer and stamp are unc
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -30,6 +31,7 @@ from mbkernels import backend
 
 _lock = threading.Lock()
 _entries: dict[tuple, tuple[list, tuple, object]] = {}  # key -> (storage refs, stamps, packed)
+_by_object: dict[tuple, tuple[list, tuple, object]] = {}  # (isa, tensor ids) -> (tensor refs, stamps, packed)
 _hits = _misses = 0
 generation = 0  # bumped by clear(): what caches built on packings (ops/encoder.py) key on
 
@@ -51,12 +53,22 @@ def packed(linears: Sequence[tuple[torch.Tensor, torch.Tensor | None]]):
     the active ISA. Weights are float32 CPU tensors (checked by the caller), any strides."""
     global _hits, _misses
     tensors = [t for pair in linears for t in pair if t is not None]
-    key = (backend._C.get_isa(), tuple(None if t is None else _key(t) for pair in linears for t in pair))
+    isa = backend._C.get_isa()
     stamps = tuple(_stamp(t) for t in tensors)
+    # Fast path: the same tensor objects as a previous call (a module's parameters), found by
+    # identity and confirmed by weak references, skip building the storage key.
+    fast_key = (isa, *(id(t) if t is not None else None for pair in linears for t in pair))
+    with _lock:
+        hit = _by_object.get(fast_key)
+        if hit is not None and hit[1] == stamps and all(r() is t for r, t in zip(hit[0], tensors)):
+            _hits += 1
+            return hit[2]
+    key = (isa, tuple(None if t is None else _key(t) for pair in linears for t in pair))
     with _lock:
         entry = _entries.get(key)
         if entry is not None and entry[1] == stamps:
             _hits += 1
+            _remember(fast_key, tensors, stamps, entry[2])
             return entry[2]
     weight, bias = _stacked(linears)
     n, k = weight.shape
@@ -68,7 +80,16 @@ def packed(linears: Sequence[tuple[torch.Tensor, torch.Tensor | None]]):
         for stale in [k for k, (r, _, _) in _entries.items() if any(ref.expired() for ref in r)]:
             del _entries[stale]
         _entries[key] = (refs, stamps, result)
+        _remember(fast_key, tensors, stamps, result)
     return result
+
+
+def _remember(fast_key, tensors, stamps, result) -> None:
+    """Index a packing by its tensors' identities (under _lock); entries of dead tensors go."""
+    if len(_by_object) > 4 * len(_entries) + 64:
+        for stale in [k for k, (r, _, _) in _by_object.items() if any(ref() is None for ref in r)]:
+            del _by_object[stale]
+    _by_object[fast_key] = ([weakref.ref(t) for t in tensors], stamps, result)
 
 
 def _stacked(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -94,4 +115,5 @@ def clear() -> None:
     global generation
     with _lock:
         _entries.clear()
+        _by_object.clear()
         generation += 1
