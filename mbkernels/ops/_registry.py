@@ -95,22 +95,24 @@ class OpDef:
         return out
 
     def choose(self, args, forward: bool = True) -> Kernel | None:
-        """The kernel that runs these arguments, or None for the reference."""
-        device, fp16 = _device_and_fp16(self.signature, args)
+        """The kernel that runs these arguments, or None for the reference. Runs on every call: it
+        looks at the first tensor's device only (the arguments were checked to share one)."""
+        device = _first_tensor(self.signature, args).device
         current = backend.current_backend()
         if current == "triton" or device.type == "cuda":
             wanted = "triton"
         elif device.type == "cpu" and backend._C is not None:
-            if fp16 and forward and current == "fused":
-                raise TypeError(f"mbkernels.ops.{self.name}: the fused CPU backend takes float32, float64 "
-                                "or bfloat16 tensors, got float16 (use bfloat16, or "
-                                "use_backend('reference') for float16 on CPU)")
             wanted = "cpu"
         else:
             return None
         for kernel in self.kernels:
             if kernel.device == wanted and kernel.supports(*args):
                 return kernel
+        if wanted == "cpu" and forward and current == "fused" and any(
+                t is not None and t.dtype == torch.float16 for t in self.tensors(args)):
+            raise TypeError(f"mbkernels.ops.{self.name}: the fused CPU backend takes float32, float64 "
+                            "or bfloat16 tensors, got float16 (use bfloat16, or "
+                            "use_backend('reference') for float16 on CPU)")
         return None
 
     def tensors(self, args) -> list[torch.Tensor | None]:
@@ -138,16 +140,15 @@ def _wants_grad(signature: _arguments.Signature, args) -> bool:
     return False
 
 
-def _device_and_fp16(signature: _arguments.Signature, args) -> tuple[torch.device, bool]:
-    """The first tensor argument's device, and whether any tensor argument is float16."""
-    device, fp16 = None, False
-    for t in _flatten(signature, args):
-        if t is not None:
-            device = device or t.device
-            fp16 = fp16 or t.dtype == torch.float16
-    if device is None:
-        raise ValueError("op called without any tensor argument")
-    return device, fp16
+def _first_tensor(signature: _arguments.Signature, args) -> torch.Tensor:
+    for index, _, is_list, _ in signature.tensors:
+        a = args[index]
+        if is_list:
+            if a:
+                return a[0]
+        elif a is not None:
+            return a
+    raise ValueError("op called without any tensor argument")
 
 
 def _contiguous(out):
