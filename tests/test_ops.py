@@ -165,10 +165,8 @@ def test_no_scores_buffer_unless_asked():
     assert scores.numel() == 0
 
 
-def _op_args(name):
-    """The custom op's exact positional arguments (the last one, `save`, true: the cases want
-    gradients), recovered by calling through the public function."""
-    fn, args, kwargs = CASES[name](s=5)
+def captured_op_args(name, call):
+    """The exact positional arguments (`save` last) that `call()` passes to op `name`'s forward op."""
     captured = {}
     opdef = OPS[name]
     real = opdef.op
@@ -179,10 +177,17 @@ def _op_args(name):
 
     opdef.op = spy
     try:
-        fn(*args, **kwargs)
+        call()
     finally:
         opdef.op = real
     return captured["args"]
+
+
+def _op_args(name):
+    """The custom op's exact positional arguments (the last one, `save`, true: the cases want
+    gradients), recovered by calling through the public function."""
+    fn, args, kwargs = CASES[name](s=5)
+    return captured_op_args(name, lambda: fn(*args, **kwargs))
 
 
 def _detached(op_args):

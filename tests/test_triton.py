@@ -15,7 +15,7 @@ import pytest
 import torch
 from op_cases import (attention_case, bottleneck_attention_case, embedding_case, ffn_stack_case, layernorm_case,
                       linear_norm_case, nonorm_case)
-from test_ops import _flat, _grads_of, assert_matches_reference
+from test_ops import _flat, _grads_of, assert_matches_reference, captured_op_args
 
 import mbkernels
 from mbkernels import backend
@@ -623,21 +623,13 @@ def test_opcheck_on_triton(name):
     """torch.library.opcheck of the op and its backward op with the Triton kernels running inside."""
     fn, args, kwargs = OPCHECK_CASES[name]()
     args = _to_device(args)
-    captured = {}
     op = OPS[name]
-    real = op.op
 
-    def spy(*a):
-        captured["args"] = a
-        return real(*a)
-
-    op.op = spy
-    try:
+    def call():
         with mbkernels.use_backend("triton"):
             fn(*args, **kwargs)
-    finally:
-        op.op = real
-    *op_args, save = captured["args"]
+
+    *op_args, save = captured_op_args(name, call)
     with mbkernels.use_backend("triton"):
         torch.library.opcheck(op.op, (*op_args, save))
         assert backend.last_ran[name] == "triton"
