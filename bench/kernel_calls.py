@@ -180,44 +180,22 @@ def embedding(args: tuple, kwargs: dict) -> Prepared:
 
 
 def encoder(args: tuple, kwargs: dict) -> Prepared:
-    from mbkernels.ops.bottleneck_attention import WEIGHT_INDEX, packings
-    from mbkernels.ops.encoder import ATTENTION_WEIGHTS, weights_per_layer
+    from mbkernels.ops.encoder import _layers  # the op's own per-layer arguments (packings, pointers)
 
     h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck = args
-    n, per = len(ffn_eps), weights_per_layer(len(ffn_eps))
-    lists: dict[str, list] = {k: [] for k in ("over_h", "over_b", "out_proj", "norms", "w1", "w2", "fnw", "fnb",
-                                              "out", "onw", "onb")}
-    for layer in range(num_layers):
-        w = [t if t.numel() else None for t in weights[layer * per:(layer + 1) * per]]
-        a, b, o = packings(w[:ATTENTION_WEIGHTS], mode)
-        lists["over_h"].append(a)
-        lists["over_b"].append(b)
-        lists["out_proj"].append(o)
-        lists["norms"].append([_ptr(w[WEIGHT_INDEX[name]]) for name in (
-            "input_norm_weight", "input_norm_bias", "attention_norm_weight", "attention_norm_bias",
-            "output_norm_weight", "output_norm_bias")])
-        f_ = w[ATTENTION_WEIGHTS:ATTENTION_WEIGHTS + 6 * n]
-        lists["w1"].append([_pack(f_[6 * i], f_[6 * i + 1]) for i in range(n)])
-        lists["w2"].append([_pack(f_[6 * i + 2], f_[6 * i + 3]) for i in range(n)])
-        lists["fnw"].append([_ptr(f_[6 * i + 4]) for i in range(n)])
-        lists["fnb"].append([_ptr(f_[6 * i + 5]) for i in range(n)])
-        lists["out"].append(_pack(w[-4], w[-3]) if use_bottleneck else None)
-        lists["onw"].append(_ptr(w[-2]) if use_bottleneck else 0)
-        lists["onb"].append(_ptr(w[-1]) if use_bottleneck else 0)
+    layers, held = _layers(weights, num_layers, mode, ffn_eps, use_bottleneck)
     batch, seq, hidden = h.shape
     source = h.contiguous()
     out = source.clone()
     mask = None if key_mask is None else key_mask.to(torch.uint8).contiguous()
     f, threads = _C().encoder_forward, torch.get_num_threads()
     pm, po = _ptr(mask), _ptr(out)
-    ordered = [lists[k] for k in ("over_h", "over_b", "out_proj", "norms", "w1", "w2", "fnw", "fnb", "out", "onw",
-                                  "onb")]
 
     def call():
         out.copy_(source)  # the layers run in place: the op clones its input too
-        f(po, batch, seq, hidden, pm, *ordered, num_heads, mode, norm, act, eps, ffn_eps, threads)
+        f(po, batch, seq, hidden, pm, *layers, num_heads, mode, norm, act, eps, ffn_eps, threads)
         return out
-    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)]  # pointers above stay valid
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)] + held  # pointers above stay valid
     return call
 
 
