@@ -132,7 +132,7 @@ def attention(args: tuple, kwargs: dict) -> Prepared:
 
 
 def bottleneck_attention(args: tuple, kwargs: dict) -> Prepared:
-    from mbkernels.ops.bottleneck_attention import WEIGHT_INDEX, packings
+    from mbkernels.ops.bottleneck_attention import WEIGHT_INDEX, prepared
 
     h, key_mask, *weights = args
     if kwargs.get("return_scores"):
@@ -142,12 +142,8 @@ def bottleneck_attention(args: tuple, kwargs: dict) -> Prepared:
     batch, seq, hidden = h.shape
     h = h.contiguous()
     width = weights[WEIGHT_INDEX["output_weight"]].shape[0]
-    over_h, over_b, output = packings(weights, mode)
+    over_h, over_b, output, norms, copies = prepared(weights, mode)  # the op's own weight arguments
     mask = None if key_mask is None else key_mask.to(torch.uint8).contiguous()
-    unused = {"none": ("input", "attention"), "shared": ()}.get(mode, ("attention",))
-    norms = [0 if name.split("_")[0] in unused else _ptr(weights[WEIGHT_INDEX[name]]) for name in (
-        "input_norm_weight", "input_norm_bias", "attention_norm_weight", "attention_norm_bias",
-        "output_norm_weight", "output_norm_bias")]
     y = h.new_empty((batch, seq, width))
     f, threads = _C().bottleneck_attention_forward, torch.get_num_threads()
     ph, pm, py = _ptr(h), _ptr(mask), _ptr(y)
@@ -156,7 +152,7 @@ def bottleneck_attention(args: tuple, kwargs: dict) -> Prepared:
         f(ph, hidden, batch, seq, pm, over_h, over_b, output, mode, norm, eps, heads, *norms, 0.0, 0.0, 0, py, 0,
           threads)
         return y
-    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)]  # pointers above stay valid
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)] + weights + copies  # pointers above stay valid
     return call
 
 

@@ -12,12 +12,12 @@ def test_every_registered_schema_is_documented_verbatim():
     assert set(OPS) == {"nonorm", "layernorm", "linear_norm", "bottleneck_attention", "attention", "ffn_stack",
                         "embedding", "encoder"}
     for name, d in OPS.items():
-        schema = str(d.op._opoverload._schema)
+        schema = str(d.op._schema)
         assert schema in DOC, f"SCHEMAS.md does not state {schema}"
         args = schema.split("(", 1)[1].split(") ->")[0]
         assert args.endswith(", bool save"), schema
         assert schema.endswith(", Tensor[])"), schema  # the outputs, then the saved list
-        backward = str(d.backward_op._opoverload._schema)
+        backward = str(d.backward_op._schema)
         assert backward == (f"mbkernels::{name}_backward(Tensor[] grads, bool[] needs_grad, Tensor[] saved, "
                             f"{args.removesuffix(', bool save')}) -> Tensor[]")
 

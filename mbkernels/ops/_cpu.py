@@ -44,6 +44,17 @@ def packed(weight: torch.Tensor, bias: torch.Tensor | None = None):
     return _packed.packed([(weight, bias)])
 
 
+def held_ptr(t: torch.Tensor | None, held: list) -> int:
+    """t's data pointer for a value `_packed.derived` keeps: t's own when it is contiguous (the caller
+    holds t over the call), else a contiguous copy's, the copy appended to `held` (kept with the value)."""
+    if t is None:
+        return 0
+    if not t.is_contiguous():
+        t = t.contiguous()
+        held.append(t)
+    return t.data_ptr()
+
+
 def gemm(a: torch.Tensor, lda: int, weight, out: torch.Tensor, act: str = "none",
          residual: torch.Tensor | None = None, ld_residual: int = 0) -> torch.Tensor:
     """out [rows, n] = act(a Wᵀ + bias) [+ residual] on the packed `weight`."""
@@ -80,7 +91,7 @@ def key_mask_bytes(key_mask: torch.Tensor | None) -> torch.Tensor | None:
     if key_mask is None:
         return None
     if key_mask.dtype in (torch.bool, torch.uint8):
-        return key_mask.to(torch.uint8).contiguous()
+        return key_mask.contiguous()  # a bool is one byte, 0 or 1: read as uint8 without a copy
     return key_mask.ne(0).to(torch.uint8)
 
 
@@ -90,7 +101,7 @@ def seed_of(seed: torch.Tensor | None) -> int:
 
 def head_strides(t: torch.Tensor) -> tuple[int, int, int]:
     """(batch, head, row) strides of a [B, H, S, D] tensor whose head dimension is contiguous."""
-    return t.stride(0), t.stride(1), t.stride(2)
+    return t.stride()[:3]
 
 
 def heads(t: torch.Tensor) -> torch.Tensor:

@@ -16,24 +16,32 @@ Validity: the entry is reused while each tensor's data pointer and stamp are unc
   frozen values; their stamp is a fingerprint of 32 elements spread over the tensor, which a wholesale
   rewrite (a checkpoint loaded in place) changes at the cost of 32 loads, not a pass over the
   tensor. A write touching none of those elements goes unnoticed: call `clear()` after one.
+
+In front of that, `derived()` finds a value built from tensors by their identity: the same tensor
+objects, at the same data pointers, versions (or fingerprints), shapes and strides. `packed()` is
+one such value; an op's prepared weight arguments (its packings and norm-parameter pointers) are
+another, so a call finds all its weights with one lookup.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 
 from mbkernels import backend
 
+T = TypeVar("T")
+
 _lock = threading.Lock()
 _entries: dict[tuple, tuple[list, tuple, object]] = {}  # key -> (storage refs, stamps, packed)
-_by_object: dict[tuple, tuple[list, tuple, object]] = {}  # (isa, tensor ids) -> (tensor refs, stamps, packed)
+_derived: dict[tuple, tuple[list, tuple, object]] = {}  # (key, isa, generation, ids) -> (refs, stamps, value)
 _hits = _misses = 0
-generation = 0  # bumped by clear(): what caches built on packings (ops/encoder.py) key on
+generation = 0  # bumped by clear(): derived values built on packings go with them
 
 
 def _key(t: torch.Tensor) -> tuple:
@@ -48,27 +56,57 @@ def _stamp(t: torch.Tensor):
     return t.data_ptr(), t._version
 
 
+def _stamps(tensors: Sequence[torch.Tensor | None]) -> tuple:
+    """Each tensor's data pointer, version, shape and strides: what a value derived from it depends on.
+    (Shape and strides too: `.data = ...` can re-view a tensor without a version bump.)"""
+    try:
+        return tuple(None if t is None else (t.data_ptr(), t._version, t.shape, t.stride()) for t in tensors)
+    except RuntimeError:  # an inference tensor: no version counter, a fingerprint instead
+        return tuple(None if t is None else (*_stamp(t), t.shape, t.stride()) for t in tensors)
+
+
+def derived(key: tuple, tensors: Sequence[torch.Tensor | None], build: Callable[[], T]) -> T:
+    """`build()`, reused while the same tensor objects (weak references; None for an absent one) come
+    back with the same stamps and the ISA and packings are the same: the packings of a Linear, and what
+    an op prepares from its weights (packings and norm-parameter pointers), are found with one lookup.
+
+    The value must not hold the tensors themselves (an entry goes when one of them dies); it may hold
+    their data pointers, valid while the stamps match and the caller holds the tensors."""
+    fast_key = (key, backend._C.get_isa(), generation, *map(id, tensors))
+    stamps = _stamps(tensors)
+    global _hits
+    hit = _derived.get(fast_key)
+    if hit is not None and hit[1] == stamps and all(
+            (t is None) if r is None else (r() is t) for r, t in zip(hit[0], tensors)):
+        _hits += 1
+        return hit[2]
+    value = build()
+
+    def forget(_, fast_key=fast_key):  # a tensor died: its ids may be reused by new tensors
+        _derived.pop(fast_key, None)
+    refs = [None if t is None else weakref.ref(t, forget) for t in tensors]
+    _derived[fast_key] = (refs, stamps, value)
+    return value
+
+
 def packed(linears: Sequence[tuple[torch.Tensor, torch.Tensor | None]]):
     """The packed form of the Linears `(weight [n_i, k], bias [n_i] or None)` stacked along n, for
     the active ISA. Weights are float32 CPU tensors (checked by the caller), any strides."""
+    tensors = [t for pair in linears for t in pair]
+    return derived(("packed",), tensors, lambda: _packed(linears))
+
+
+def _packed(linears):
+    """The storage-keyed lookup, then the packing (derived() missed: new tensor objects, or changed)."""
     global _hits, _misses
     tensors = [t for pair in linears for t in pair if t is not None]
     isa = backend._C.get_isa()
     stamps = tuple(_stamp(t) for t in tensors)
-    # Fast path: the same tensor objects as a previous call (a module's parameters), found by
-    # identity and confirmed by weak references, skip building the storage key.
-    fast_key = (isa, *(id(t) if t is not None else None for pair in linears for t in pair))
-    with _lock:
-        hit = _by_object.get(fast_key)
-        if hit is not None and hit[1] == stamps and all(r() is t for r, t in zip(hit[0], tensors)):
-            _hits += 1
-            return hit[2]
     key = (isa, tuple(None if t is None else _key(t) for pair in linears for t in pair))
     with _lock:
         entry = _entries.get(key)
         if entry is not None and entry[1] == stamps:
             _hits += 1
-            _remember(fast_key, tensors, stamps, entry[2])
             return entry[2]
     weight, bias = _stacked(linears)
     n, k = weight.shape
@@ -80,16 +118,7 @@ def packed(linears: Sequence[tuple[torch.Tensor, torch.Tensor | None]]):
         for stale in [k for k, (r, _, _) in _entries.items() if any(ref.expired() for ref in r)]:
             del _entries[stale]
         _entries[key] = (refs, stamps, result)
-        _remember(fast_key, tensors, stamps, result)
     return result
-
-
-def _remember(fast_key, tensors, stamps, result) -> None:
-    """Index a packing by its tensors' identities (under _lock); entries of dead tensors go."""
-    if len(_by_object) > 4 * len(_entries) + 64:
-        for stale in [k for k, (r, _, _) in _by_object.items() if any(ref() is None for ref in r)]:
-            del _by_object[stale]
-    _by_object[fast_key] = ([weakref.ref(t) for t in tensors], stamps, result)
 
 
 def _stacked(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -103,7 +132,8 @@ def _stacked(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def stats() -> dict[str, int]:
-    """packs (PackedWeights built in this process), hits, misses, entries and their bytes."""
+    """packs (PackedWeights built in this process), hits (lookups answered without packing: one per
+    `derived` reuse, one per storage-key reuse), misses, entries and their bytes."""
     with _lock:
         live = [e for e in _entries.values() if not any(ref.expired() for ref in e[0])]
         return {"packs": backend._C.pack_count(), "hits": _hits, "misses": _misses, "entries": len(live),
@@ -115,5 +145,5 @@ def clear() -> None:
     global generation
     with _lock:
         _entries.clear()
-        _by_object.clear()
+        _derived.clear()
         generation += 1

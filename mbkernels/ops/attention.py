@@ -23,11 +23,13 @@ def _supports_cpu(q, k, v, key_mask, dropout_p, seed, return_scores):
     return _cpu.float32(q) and not (dropout_p > 0 and seed is None)
 
 
-def _operands(q, k, v, key_mask, dropout_p, seed):
+def _operands(q, k, v, mask, dropout_p, seed):
+    """`_C`'s leading arguments; `mask` is the key mask as bytes (`_cpu.key_mask_bytes`), held by the
+    caller over the call like the returned copies."""
     q, k, v = _cpu.heads(q), _cpu.heads(k), _cpu.heads(v)
     b, h, sq, d = q.shape
     return (q.data_ptr(), _cpu.head_strides(q), k.data_ptr(), _cpu.head_strides(k), v.data_ptr(),
-            _cpu.head_strides(v), b, h, sq, k.shape[2], d, _cpu.ptr(_cpu.key_mask_bytes(key_mask)),
+            _cpu.head_strides(v), b, h, sq, k.shape[2], d, _cpu.ptr(mask),
             dropout_p, _cpu.seed_of(seed)), (q, k, v)
 
 

@@ -107,20 +107,28 @@ def _cpu_forward(h, key_mask, *rest, save):
     # Inference: the single fused core call.
     hv, ldh = _cpu.rows(h, hidden)
     out = h.new_empty((batch, seq, width))
-    over_h, over_b, output = packings(weights, mode)
+    over_h, over_b, output, norms, _ = prepared(weights, mode)
     mask = _cpu.key_mask_bytes(key_mask)
-    norms = [None if t is None else t.contiguous() for t in
-             (weights[WEIGHT_INDEX[n]] for n in ("input_norm_weight", "input_norm_bias", "attention_norm_weight",
-                                       "attention_norm_bias", "output_norm_weight", "output_norm_bias"))]
-    unused = {"none": ("input", "attention"), "shared": ()}.get(mode, ("attention",))
-    for i, p in enumerate(("input", "attention")):
-        if p in unused:
-            norms[2 * i] = norms[2 * i + 1] = None
     backend._C.bottleneck_attention_forward(
         hv.data_ptr(), ldh, batch, seq, _cpu.ptr(mask), over_h, over_b, output, mode, norm, eps, num_heads,
-        *(_cpu.ptr(t) for t in norms), attn_p, hidden_p, _cpu.seed_of(seed), out.data_ptr(),
+        *norms, attn_p, hidden_p, _cpu.seed_of(seed), out.data_ptr(),
         scores.data_ptr() if return_scores else 0, _cpu.threads())
     return out, scores, []
+
+
+_NORMS = ("input_norm_weight", "input_norm_bias", "attention_norm_weight", "attention_norm_bias",
+          "output_norm_weight", "output_norm_bias")
+
+
+def prepared(weights, mode):
+    """The fused core's weight arguments (`_C.bottleneck_attention_forward`, the encoder's layers):
+    the packed GEMMs over h, over the bottleneck and of the output projection, the six norm parameters'
+    pointers (0 for an absent one; the core reads those its mode uses), and the contiguous copies they
+    may point into. Built once per weight set (`_packed.derived`)."""
+    def build():
+        held: list[torch.Tensor] = []
+        return (*packings(weights, mode), [_cpu.held_ptr(weights[WEIGHT_INDEX[n]], held) for n in _NORMS], held)
+    return _packed.derived(("bottleneck_attention", mode), weights, build)
 
 
 def _saved_fake(h, key_mask, *rest):

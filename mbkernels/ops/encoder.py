@@ -15,14 +15,14 @@ norm_bias]; an empty tensor stands for an absent one (so the list is a plain `Te
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 
 import torch
 
 from mbkernels import backend
 from mbkernels.ops import _cpu, _packed, reference
-from mbkernels.ops.bottleneck_attention import WEIGHT_INDEX, packings
+from mbkernels.ops.bottleneck_attention import prepared
+from mbkernels.ops.ffn_stack import prepared as ffn_prepared
 from mbkernels.ops._arguments import ATTENTION_WEIGHTS
 from mbkernels.ops._arguments import encoder_weights_per_layer as weights_per_layer
 from mbkernels.ops._registry import Kernel, OpDef, define
@@ -46,65 +46,39 @@ def _supports_cpu(h, key_mask, weights, *rest):
 
 def _layers(weights, num_layers, mode, ffn_eps, use_bottleneck) -> tuple:
     """`_C.encoder_forward`'s per-layer arguments (packed weights, norm-parameter pointers) and the
-    contiguous copies those pointers point into."""
+    contiguous copies those pointers may point into. Each layer's attention and FFN arguments are
+    what the per-op path prepares (and finds again: `_packed.derived`)."""
     n, per = len(ffn_eps), weights_per_layer(len(ffn_eps))
     held = []
-
-    def p(t):
-        if t is None:
-            return 0
-        t = t.contiguous()
-        held.append(t)
-        return t.data_ptr()
-
     over_h, over_b, attention_output, attention_norms = [], [], [], []
     ffn_inter, ffn_out, ffn_nw, ffn_nb, output, output_nw, output_nb = [], [], [], [], [], [], []
     for layer in range(num_layers):
         w = [t if t.numel() else None for t in weights[layer * per:(layer + 1) * per]]
-        att = w[:ATTENTION_WEIGHTS]
-        a, b, o = packings(att, mode)
+        a, b, o, norms, copies = prepared(w[:ATTENTION_WEIGHTS], mode)
         over_h.append(a)
         over_b.append(b)
         attention_output.append(o)
-        attention_norms.append([p(att[WEIGHT_INDEX[name]]) for name in (
-            "input_norm_weight", "input_norm_bias", "attention_norm_weight", "attention_norm_bias",
-            "output_norm_weight", "output_norm_bias")])
+        attention_norms.append(norms)
         f = w[ATTENTION_WEIGHTS:ATTENTION_WEIGHTS + 6 * n]
-        ffn_inter.append([_cpu.packed(f[6 * i], f[6 * i + 1]) for i in range(n)])
-        ffn_out.append([_cpu.packed(f[6 * i + 2], f[6 * i + 3]) for i in range(n)])
-        ffn_nw.append([p(f[6 * i + 4]) for i in range(n)])
-        ffn_nb.append([p(f[6 * i + 5]) for i in range(n)])
+        inter, out, nw, nb, ffn_copies = ffn_prepared(*(list(f[j::6]) for j in range(6)))
+        ffn_inter.append(inter)
+        ffn_out.append(out)
+        ffn_nw.append(nw)
+        ffn_nb.append(nb)
         output.append(_cpu.packed(w[-4], w[-3]) if use_bottleneck else None)
-        output_nw.append(p(w[-2]) if use_bottleneck else 0)
-        output_nb.append(p(w[-1]) if use_bottleneck else 0)
+        output_nw.append(_cpu.held_ptr(w[-2], held) if use_bottleneck else 0)
+        output_nb.append(_cpu.held_ptr(w[-1], held) if use_bottleneck else 0)
+        held += copies + ffn_copies
     return (over_h, over_b, attention_output, attention_norms, ffn_inter, ffn_out, ffn_nw, ffn_nb, output,
             output_nw, output_nb), held
 
 
-# The last weight list's layer arguments: a model's inference calls pass the same parameters every
-# time, and rebuilding ~50 packed-weight lookups per layer costs milliseconds at 24 layers. Reused
-# while every tensor is the same object (weak references) at the same version and the ISA is the
-# same; empty tensors (absent weights) are matched by emptiness. Inference tensors have no version
-# counter: with one among the weights the arguments are built afresh (the packed-weight cache still
-# applies).
-_last: dict = {}
-
-
 def _cached_layers(weights, num_layers, mode, ffn_eps, use_bottleneck) -> tuple:
-    key = (backend._C.get_isa(), _packed.generation, num_layers, mode, len(ffn_eps), use_bottleneck, len(weights))
-    entry = _last.get("entry")
-    try:
-        if entry is not None and entry[0] == key and all(
-                (t.numel() == 0) if r is None else (r() is t and t._version == v)
-                for t, (r, v) in zip(weights, entry[1])):
-            return entry[2]
-        stamps = [(None, 0) if t.numel() == 0 else (weakref.ref(t), t._version) for t in weights]
-    except RuntimeError:  # an inference tensor: no version counter
-        _last.clear()
-        return _layers(weights, num_layers, mode, ffn_eps, use_bottleneck)
-    built = _layers(weights, num_layers, mode, ffn_eps, use_bottleneck)
-    _last["entry"] = (key, stamps, built)
-    return built
+    """`_layers`, reused while the same weights come back unchanged: a model's inference calls pass
+    the same parameters every time (empty tensors stand for absent weights)."""
+    present = [t if t.numel() else None for t in weights]  # a fresh empty tensor each call is still "absent"
+    return _packed.derived(("encoder", num_layers, mode, len(ffn_eps), use_bottleneck), present,
+                           lambda: _layers(weights, num_layers, mode, ffn_eps, use_bottleneck))
 
 
 def _cpu_forward(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck, *,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from mbkernels import backend
-from mbkernels.ops import _cpu, reference
+from mbkernels.ops import _cpu, _packed, reference
 from mbkernels.ops._registry import Kernel, OpDef, define
 
 
@@ -48,12 +48,22 @@ def _cpu_forward(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed, *, 
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     saved = _saved_fake(x, w1, b1, w2, b2, nw, nb, act) if save else []
     sx, sh, st = saved if saved else (None, None, None)
-    nw, nb = [t.contiguous() for t in nw], [t.contiguous() for t in nb]
+    inter, out, nw_ptrs, nb_ptrs, _ = prepared(w1, b1, w2, b2, nw, nb)
     backend._C.ffn_stack_forward(
-        xv.data_ptr(), ldx, xv.shape[0], [_cpu.packed(w, b) for w, b in zip(w1, b1)],
-        [_cpu.packed(w, b) for w, b in zip(w2, b2)], [t.data_ptr() for t in nw], [t.data_ptr() for t in nb],
+        xv.data_ptr(), ldx, xv.shape[0], inter, out, nw_ptrs, nb_ptrs,
         eps, act, norm, y.data_ptr(), width, _cpu.ptr(sx), _cpu.ptr(sh), _cpu.ptr(st), _cpu.threads())
     return y, saved
+
+
+def prepared(w1, b1, w2, b2, nw, nb):
+    """`_C.ffn_stack_forward`'s weight arguments (the encoder's layers too): the packed GEMMs, the norm
+    parameters' pointers, and the contiguous copies those may point into. Built once per weight set
+    (`_packed.derived`)."""
+    def build():
+        held: list[torch.Tensor] = []
+        return ([_cpu.packed(w, b) for w, b in zip(w1, b1)], [_cpu.packed(w, b) for w, b in zip(w2, b2)],
+                [_cpu.held_ptr(t, held) for t in nw], [_cpu.held_ptr(t, held) for t in nb], held)
+    return _packed.derived(("ffn_stack",), [*w1, *b1, *w2, *b2, *nw, *nb], build)
 
 
 def _recompute(x, w1, b1, w2, b2, nw, nb, act, norm, eps):
