@@ -116,6 +116,27 @@ def test_bad_weight_list():
         torch.ops.mbkernels.encoder(h, None, broken, *args)
 
 
+def test_weight_list_checked_again_when_a_weight_is_re_viewed():
+    """The weight list is validated once per weight set (same tensors, versions, shapes, strides):
+    a weight narrowed through `.data` keeps its version counter, and the next call must still reject
+    it rather than let the kernel read past it."""
+    cfg = VARIANTS["mobilebert"]()
+    model = MobileBertModel(cfg).eval()
+    weights = [t.detach() for t in _layer_weights(cfg, model)]
+    h = torch.randn(1, 4, 512)
+    args = (2, 4, "shared", "nonorm", "relu", 1e-12, [1e-12] * 3 + [1e-5], True)
+    with torch.inference_mode():
+        ops.encoder(h, None, weights, *args)
+        ops.encoder(h, None, weights, *args)  # the same weight set: found, not checked again
+    w2 = weights[18 + 2]  # layer 0's first FFN W2 [128, 512]
+    version = w2._version
+    w2.data = w2.data[:, :7]
+    assert w2._version == version
+    with pytest.raises(ValueError, match=r"encoder: weights\[layer 0\] output_weights\[0\]: expected shape"):
+        with torch.inference_mode():
+            ops.encoder(h, None, weights, *args)
+
+
 def test_in_place_weight_update_reaches_the_one_op_path():
     """The encoder's prepared layer arguments are reused between calls; an in-place write to a weight
     (an optimizer step, load_state_dict) makes the next call rebuild them."""

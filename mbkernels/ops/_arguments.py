@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from mbkernels.ops import _derived
+
 NORMS = ("nonorm", "layernorm")
 ACTS = ("relu", "gelu")
 MODES = ("shared", "bottleneck", "full", "none")
@@ -298,8 +300,12 @@ def encoder_weights_per_layer(num_ffn: int) -> int:
 
 
 def _encoder(op, h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck):
-    """Every layer checked as the three ops it runs would check it (an empty tensor = None)."""
+    """h and the key mask on every call; the weight list (every layer checked as the three ops it runs
+    would check it; an empty tensor = None) once per weight set: at 24 layers it is 1104 tensors, and
+    a model passes the same ones every call (`_derived.py`)."""
     op.dims("h", h, 3, "[batch, sequence, hidden]")
+    _common(op, _ENCODER_ACTIVATIONS, (h, key_mask))
+    op.key_mask(key_mask, h.shape[0], h.shape[1])
     n = len(ffn_eps)
     if n == 0:
         op.fail("ffn_eps", "one eps per FFN (at least one)", "an empty list")
@@ -307,11 +313,22 @@ def _encoder(op, h, key_mask, weights, num_layers, num_heads, mode, norm, act, e
     if num_layers < 1 or len(weights) != num_layers * per:
         op.fail("weights", f"{per} tensors per layer x {num_layers} layers", len(weights))
     op.choice("act", act, ACTS)
-    hidden = h.shape[2]
+    present = [t if t.numel() else None for t in weights]
+    key = ("encoder weights checked", h.shape[2], h.dtype, h.device, torch.is_autocast_enabled(h.device.type),
+           num_layers, num_heads, mode, norm, eps, tuple(ffn_eps), use_bottleneck)
+    _derived.derived(key, present, lambda: _encoder_weights(op, h, weights, num_layers, num_heads, mode, norm, act,
+                                                             eps, ffn_eps, use_bottleneck))
+
+
+def _encoder_weights(op, h, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck) -> bool:
+    h = h[:0]  # the weights' checks read h's width, dtype and device only
+    _common(op, _ENCODER_WEIGHTS, (h, weights))
+    present = [t if t.numel() else None for t in weights]
+    n, per, hidden = len(ffn_eps), encoder_weights_per_layer(len(ffn_eps)), h.shape[2]
     for layer in range(num_layers):
-        w = [t if t.numel() else None for t in weights[layer * per:(layer + 1) * per]]
+        w = present[layer * per:(layer + 1) * per]
         lop = _InLayer(op.name, layer)
-        _bottleneck_attention(lop, h, key_mask, *w[:ATTENTION_WEIGHTS], num_heads, mode, norm, eps, 0.0, 0.0, None,
+        _bottleneck_attention(lop, h, None, *w[:ATTENTION_WEIGHTS], num_heads, mode, norm, eps, 0.0, 0.0, None,
                               False)
         width = w[14].shape[0]  # the attention block's output width (output_weight's rows)
         a = h.new_empty((0, width))
@@ -325,6 +342,7 @@ def _encoder(op, h, key_mask, weights, num_layers, num_heads, mode, norm, act, e
                 lop.fail("output bottleneck weight", f"{hidden} rows (h's last dim)", tuple(w[-4].shape))
         elif width != hidden:
             op.fail("use_bottleneck", f"True (the attention width {width} differs from h's {hidden})", False)
+    return True
 
 
 _CHECKS = {"nonorm": _nonorm, "layernorm": _nonorm, "linear_norm": _linear_norm, "attention": _attention,
@@ -342,10 +360,15 @@ class Signature:
                              for i, p in enumerate(parts) if p[0].startswith("Tensor"))
 
 
+_ENCODER_ACTIVATIONS = Signature("Tensor h, Tensor? key_mask")
+_ENCODER_WEIGHTS = Signature("Tensor h, Tensor[] weights")
+
+
 def check(name: str, signature: Signature, args) -> None:
     """Raise if `args` (the op's positional arguments) are not what op `name` accepts."""
     op = _Op(name)
-    _common(op, signature, args)
+    if name != "encoder":  # the encoder checks its weight list once per weight set (_encoder)
+        _common(op, signature, args)
     specific = _CHECKS.get(name)
     if specific is not None:
         specific(op, *args)

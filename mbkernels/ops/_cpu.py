@@ -45,7 +45,7 @@ def packed(weight: torch.Tensor, bias: torch.Tensor | None = None):
 
 
 def held_ptr(t: torch.Tensor | None, held: list) -> int:
-    """t's data pointer for a value `_packed.derived` keeps: t's own when it is contiguous (the caller
+    """t's data pointer for a value `_derived.derived` keeps: t's own when it is contiguous (the caller
     holds t over the call), else a contiguous copy's, the copy appended to `held` (kept with the value)."""
     if t is None:
         return 0

@@ -17,10 +17,9 @@ Validity: the entry is reused while each tensor's data pointer and stamp are unc
   rewrite (a checkpoint loaded in place) changes at the cost of 32 loads, not a pass over the
   tensor. A write touching none of those elements goes unnoticed: call `clear()` after one.
 
-In front of that, `derived()` finds a value built from tensors by their identity: the same tensor
-objects, at the same data pointers, versions (or fingerprints), shapes and strides. `packed()` is
-one such value; an op's prepared weight arguments (its packings and norm-parameter pointers) are
-another, so a call finds all its weights with one lookup.
+In front of that, `_derived.py` finds a packing by the identity of its tensors; `prepared()` does
+the same for what an op builds on packings (its weight arguments), so a call finds all its weights
+with one lookup.
 """
 
 from __future__ import annotations
@@ -34,21 +33,20 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 
 from mbkernels import backend
+from mbkernels.ops import _derived
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
 _entries: dict[tuple, tuple[list, tuple, object]] = {}  # key -> (storage refs, stamps, packed)
-_derived: dict[tuple, tuple[list, tuple, object]] = {}  # (key, isa, generation, ids) -> (refs, stamps, value)
 _hits = _misses = 0
-generation = 0  # bumped by clear(): derived values built on packings go with them
 
 
 def _key(t: torch.Tensor) -> tuple:
     return (t.untyped_storage()._cdata, t.storage_offset(), *t.shape, *t.stride())
 
 
-def _stamp(t: torch.Tensor):
+def stamp(t: torch.Tensor):
     if t.is_inference():
         cols = t.shape[-1] if t.dim() > 1 else 1
         return t.data_ptr(), backend._C.fingerprint(t.data_ptr(), t.numel(), cols, t.stride(0),
@@ -56,44 +54,16 @@ def _stamp(t: torch.Tensor):
     return t.data_ptr(), t._version
 
 
-def _stamps(tensors: Sequence[torch.Tensor | None]) -> tuple:
-    """Each tensor's data pointer, version, shape and strides: what a value derived from it depends on.
-    (Shape and strides too: `.data = ...` can re-view a tensor without a version bump.)"""
-    try:
-        return tuple(None if t is None else (t.data_ptr(), t._version, t.shape, t.stride()) for t in tensors)
-    except RuntimeError:  # an inference tensor: no version counter, a fingerprint instead
-        return tuple(None if t is None else (*_stamp(t), t.shape, t.stride()) for t in tensors)
-
-
-def derived(key: tuple, tensors: Sequence[torch.Tensor | None], build: Callable[[], T]) -> T:
-    """`build()`, reused while the same tensor objects (weak references; None for an absent one) come
-    back with the same stamps and the ISA and packings are the same: the packings of a Linear, and what
-    an op prepares from its weights (packings and norm-parameter pointers), are found with one lookup.
-
-    The value must not hold the tensors themselves (an entry goes when one of them dies); it may hold
-    their data pointers, valid while the stamps match and the caller holds the tensors."""
-    fast_key = (key, backend._C.get_isa(), generation, *map(id, tensors))
-    stamps = _stamps(tensors)
-    global _hits
-    hit = _derived.get(fast_key)
-    if hit is not None and hit[1] == stamps and all(
-            (t is None) if r is None else (r() is t) for r, t in zip(hit[0], tensors)):
-        _hits += 1
-        return hit[2]
-    value = build()
-
-    def forget(_, fast_key=fast_key):  # a tensor died: its ids may be reused by new tensors
-        _derived.pop(fast_key, None)
-    refs = [None if t is None else weakref.ref(t, forget) for t in tensors]
-    _derived[fast_key] = (refs, stamps, value)
-    return value
+def prepared(key: tuple, tensors: Sequence[torch.Tensor | None], build: Callable[[], T]) -> T:
+    """What an op builds from its weights on the packings of the active ISA (`_derived.derived`),
+    found again with one lookup while they are unchanged."""
+    return _derived.derived((*key, backend._C.get_isa()), tensors, build)
 
 
 def packed(linears: Sequence[tuple[torch.Tensor, torch.Tensor | None]]):
     """The packed form of the Linears `(weight [n_i, k], bias [n_i] or None)` stacked along n, for
     the active ISA. Weights are float32 CPU tensors (checked by the caller), any strides."""
-    tensors = [t for pair in linears for t in pair]
-    return derived(("packed",), tensors, lambda: _packed(linears))
+    return prepared(("packed",), [t for pair in linears for t in pair], lambda: _packed(linears))
 
 
 def _packed(linears):
@@ -101,7 +71,7 @@ def _packed(linears):
     global _hits, _misses
     tensors = [t for pair in linears for t in pair if t is not None]
     isa = backend._C.get_isa()
-    stamps = tuple(_stamp(t) for t in tensors)
+    stamps = tuple(stamp(t) for t in tensors)
     key = (isa, tuple(None if t is None else _key(t) for pair in linears for t in pair))
     with _lock:
         entry = _entries.get(key)
@@ -136,14 +106,12 @@ def stats() -> dict[str, int]:
     `derived` reuse, one per storage-key reuse), misses, entries and their bytes."""
     with _lock:
         live = [e for e in _entries.values() if not any(ref.expired() for ref in e[0])]
-        return {"packs": backend._C.pack_count(), "hits": _hits, "misses": _misses, "entries": len(live),
+        return {"packs": backend._C.pack_count(), "hits": _hits + _derived.hits, "misses": _misses, "entries": len(live),
                 "bytes": sum(e[2].bytes for e in live)}
 
 
 def clear() -> None:
     """Drop every packing: the way to make the kernels see writes the stamps cannot detect."""
-    global generation
     with _lock:
         _entries.clear()
-        _derived.clear()
-        generation += 1
+    _derived.clear()

@@ -124,11 +124,11 @@ def prepared(weights, mode):
     """The fused core's weight arguments (`_C.bottleneck_attention_forward`, the encoder's layers):
     the packed GEMMs over h, over the bottleneck and of the output projection, the six norm parameters'
     pointers (0 for an absent one; the core reads those its mode uses), and the contiguous copies they
-    may point into. Built once per weight set (`_packed.derived`)."""
+    may point into. Built once per weight set (`_packed.prepared`)."""
     def build():
         held: list[torch.Tensor] = []
         return (*packings(weights, mode), [_cpu.held_ptr(weights[WEIGHT_INDEX[n]], held) for n in _NORMS], held)
-    return _packed.derived(("bottleneck_attention", mode), weights, build)
+    return _packed.prepared(("bottleneck_attention", mode), weights, build)
 
 
 def _saved_fake(h, key_mask, *rest):

@@ -47,7 +47,7 @@ def _supports_cpu(h, key_mask, weights, *rest):
 def _layers(weights, num_layers, mode, ffn_eps, use_bottleneck) -> tuple:
     """`_C.encoder_forward`'s per-layer arguments (packed weights, norm-parameter pointers) and the
     contiguous copies those pointers may point into. Each layer's attention and FFN arguments are
-    what the per-op path prepares (and finds again: `_packed.derived`)."""
+    what the per-op path prepares (and finds again: `_packed.prepared`)."""
     n, per = len(ffn_eps), weights_per_layer(len(ffn_eps))
     held = []
     over_h, over_b, attention_output, attention_norms = [], [], [], []
@@ -77,7 +77,7 @@ def _cached_layers(weights, num_layers, mode, ffn_eps, use_bottleneck) -> tuple:
     """`_layers`, reused while the same weights come back unchanged: a model's inference calls pass
     the same parameters every time (empty tensors stand for absent weights)."""
     present = [t if t.numel() else None for t in weights]  # a fresh empty tensor each call is still "absent"
-    return _packed.derived(("encoder", num_layers, mode, len(ffn_eps), use_bottleneck), present,
+    return _packed.prepared(("encoder", num_layers, mode, len(ffn_eps), use_bottleneck), present,
                            lambda: _layers(weights, num_layers, mode, ffn_eps, use_bottleneck))
 
 

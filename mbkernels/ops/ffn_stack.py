@@ -58,12 +58,12 @@ def _cpu_forward(x, w1, b1, w2, b2, nw, nb, act, norm, eps, dropout_p, seed, *, 
 def prepared(w1, b1, w2, b2, nw, nb):
     """`_C.ffn_stack_forward`'s weight arguments (the encoder's layers too): the packed GEMMs, the norm
     parameters' pointers, and the contiguous copies those may point into. Built once per weight set
-    (`_packed.derived`)."""
+    (`_packed.prepared`)."""
     def build():
         held: list[torch.Tensor] = []
         return ([_cpu.packed(w, b) for w, b in zip(w1, b1)], [_cpu.packed(w, b) for w, b in zip(w2, b2)],
                 [_cpu.held_ptr(t, held) for t in nw], [_cpu.held_ptr(t, held) for t in nb], held)
-    return _packed.derived(("ffn_stack",), [*w1, *b1, *w2, *b2, *nw, *nb], build)
+    return _packed.prepared(("ffn_stack",), [*w1, *b1, *w2, *b2, *nw, *nb], build)
 
 
 def _recompute(x, w1, b1, w2, b2, nw, nb, act, norm, eps):
