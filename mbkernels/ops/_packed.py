@@ -25,7 +25,6 @@ with one lookup.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -67,7 +66,7 @@ def packed(linears: Sequence[tuple[torch.Tensor, torch.Tensor | None]]):
 
 
 def _packed(linears):
-    """The storage-keyed lookup, then the packing (derived() missed: new tensor objects, or changed)."""
+    """The storage-keyed lookup, then the packing (`prepared` missed: new tensor objects, or changed)."""
     global _hits, _misses
     tensors = [t for pair in linears for t in pair if t is not None]
     isa = backend._C.get_isa()
