@@ -299,10 +299,31 @@ def encoder_weights_per_layer(num_ffn: int) -> int:
     return ATTENTION_WEIGHTS + 6 * num_ffn + 4
 
 
+class WeightSet:
+    """What holds of a checked encoder weight set while it is unchanged (the value `_derived.derived`
+    keeps for it): whether every weight is float32, and `prepared`, what a kernel built from the set,
+    by the kernel's key (the CPU kernel's per-layer arguments, per ISA). It holds no tensor of the set."""
+
+    __slots__ = ("float32", "prepared")
+
+    def __init__(self, float32: bool):
+        self.float32 = float32
+        self.prepared: dict = {}
+
+
+class CheckedWeights(list):
+    """The encoder's weight list as `check` hands it on: the same tensors, and `known`, their
+    `WeightSet`. The kernel reads what it built from `known` instead of looking the set up again
+    (a lookup stamps every tensor: 46 a layer)."""
+
+    __slots__ = ("known",)
+
+
 def _encoder(op, h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck):
     """h and the key mask on every call; the weight list (every layer checked as the three ops it runs
     would check it; an empty tensor = None) once per weight set: at 24 layers it is 1104 tensors, and
-    a model passes the same ones every call (`_derived.py`)."""
+    a model passes the same ones every call (`_derived.py`). Returns the arguments with the weight
+    list as `CheckedWeights`."""
     op.dims("h", h, 3, "[batch, sequence, hidden]")
     _common(op, _ENCODER_ACTIVATIONS, (h, key_mask))
     op.key_mask(key_mask, h.shape[0], h.shape[1])
@@ -316,11 +337,14 @@ def _encoder(op, h, key_mask, weights, num_layers, num_heads, mode, norm, act, e
     present = [t if t.numel() else None for t in weights]
     key = ("encoder weights checked", h.shape[2], h.dtype, h.device, torch.is_autocast_enabled(h.device.type),
            num_layers, num_heads, mode, norm, eps, tuple(ffn_eps), use_bottleneck)
-    _derived.derived(key, present, lambda: _encoder_weights(op, h, weights, num_layers, num_heads, mode, norm, act,
-                                                             eps, ffn_eps, use_bottleneck))
+    checked = CheckedWeights(weights)
+    checked.known = _derived.derived(key, present, lambda: _encoder_weights(
+        op, h, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck))
+    return (h, key_mask, checked, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck)
 
 
-def _encoder_weights(op, h, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck) -> bool:
+def _encoder_weights(op, h, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps,
+                     use_bottleneck) -> WeightSet:
     h = h[:0]  # the weights' checks read h's width, dtype and device only
     _common(op, _ENCODER_WEIGHTS, (h, weights))
     present = [t if t.numel() else None for t in weights]
@@ -342,7 +366,7 @@ def _encoder_weights(op, h, weights, num_layers, num_heads, mode, norm, act, eps
                 lop.fail("output bottleneck weight", f"{hidden} rows (h's last dim)", tuple(w[-4].shape))
         elif width != hidden:
             op.fail("use_bottleneck", f"True (the attention width {width} differs from h's {hidden})", False)
-    return True
+    return WeightSet(float32=all(t is None or t.dtype == torch.float32 for t in present))
 
 
 _CHECKS = {"nonorm": _nonorm, "layernorm": _nonorm, "linear_norm": _linear_norm, "attention": _attention,
@@ -364,14 +388,15 @@ _ENCODER_ACTIVATIONS = Signature("Tensor h, Tensor? key_mask")
 _ENCODER_WEIGHTS = Signature("Tensor h, Tensor[] weights")
 
 
-def check(name: str, signature: Signature, args) -> None:
-    """Raise if `args` (the op's positional arguments) are not what op `name` accepts."""
+def check(name: str, signature: Signature, args) -> tuple:
+    """Raise if `args` (the op's positional arguments) are not what op `name` accepts; else return
+    them as the kernels take them (the same, but for the encoder's `CheckedWeights`)."""
     op = _Op(name)
     if name != "encoder":  # the encoder checks its weight list once per weight set (_encoder)
         _common(op, signature, args)
     specific = _CHECKS.get(name)
-    if specific is not None:
-        specific(op, *args)
+    checked = specific(op, *args) if specific is not None else None
+    return tuple(args) if checked is None else checked
 
 
 def check_devices_and_dtypes(name: str, signature: Signature, args) -> None:

@@ -30,6 +30,7 @@ _values: dict[tuple, tuple[list, tuple, object]] = {}  # (key, tensor ids) -> (w
 hits = 0  # lookups answered here (`_packed.stats()`)
 
 _version, _shape = attrgetter("_version"), attrgetter("shape")
+_dereference = weakref.ref.__call__
 
 
 def _stamps(live: list[torch.Tensor]) -> tuple:
@@ -51,7 +52,7 @@ def derived(key: tuple, tensors: Sequence[torch.Tensor | None], build: Callable[
     live = [t for t in tensors if t is not None]
     stamps = _stamps(live)
     hit = _values.get(fast_key)
-    if hit is not None and hit[1] == stamps and all(map(is_, (r() for r in hit[0]), live)):
+    if hit is not None and hit[1] == stamps and all(map(is_, map(_dereference, hit[0]), live)):
         hits += 1
         return hit[2]
     value = build()

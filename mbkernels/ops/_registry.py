@@ -245,7 +245,7 @@ def define(opdef: OpDef) -> OpDef:
 
     def forward_impl(*args):
         *args, save = args
-        _arguments.check(name, signature, args)  # before any kernel sees them
+        args = _arguments.check(name, signature, args)  # before any kernel sees them
         kernel = opdef.choose(args)
         if kernel is None:
             backend.last_ran[name] = "reference"

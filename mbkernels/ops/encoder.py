@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from mbkernels import backend
-from mbkernels.ops import _cpu, _packed, reference
+from mbkernels.ops import _cpu, reference
 from mbkernels.ops.bottleneck_attention import prepared
 from mbkernels.ops.ffn_stack import prepared as ffn_prepared
 from mbkernels.ops._arguments import ATTENTION_WEIGHTS
@@ -41,7 +41,8 @@ def _reference(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps
 
 
 def _supports_cpu(h, key_mask, weights, *rest):
-    return _cpu.float32(h, *weights)
+    known = getattr(weights, "known", None)  # a checked list (_arguments.CheckedWeights) knows its dtypes
+    return _cpu.float32(h) and (known.float32 if known is not None else _cpu.float32(*weights))
 
 
 def _layers(weights, num_layers, mode, ffn_eps, use_bottleneck) -> tuple:
@@ -74,11 +75,13 @@ def _layers(weights, num_layers, mode, ffn_eps, use_bottleneck) -> tuple:
 
 
 def _cached_layers(weights, num_layers, mode, ffn_eps, use_bottleneck) -> tuple:
-    """`_layers`, reused while the same weights come back unchanged: a model's inference calls pass
-    the same parameters every time (empty tensors stand for absent weights)."""
-    present = [t if t.numel() else None for t in weights]  # a fresh empty tensor each call is still "absent"
-    return _packed.prepared(("encoder", num_layers, mode, len(ffn_eps), use_bottleneck), present,
-                           lambda: _layers(weights, num_layers, mode, ffn_eps, use_bottleneck))
+    """`_layers` for the active ISA, kept with the checked weight set (`weights.known`): a model's
+    inference calls pass the same parameters every time."""
+    prepared, isa = weights.known.prepared, backend._C.get_isa()
+    got = prepared.get(("cpu", isa))
+    if got is None:
+        got = prepared[("cpu", isa)] = _layers(weights, num_layers, mode, ffn_eps, use_bottleneck)
+    return got
 
 
 def _cpu_forward(h, key_mask, weights, num_layers, num_heads, mode, norm, act, eps, ffn_eps, use_bottleneck, *,
