@@ -151,3 +151,46 @@ def test_in_place_weight_update_reaches_the_one_op_path():
         per_op = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).last_hidden_state
     assert not torch.equal(first, second)
     assert rel_err(second, per_op) <= 1e-5
+
+
+def _weights_by_attribute(layer):
+    """The layer's weights found by plain attribute access, as a reader of the HF names would."""
+    from functools import reduce
+
+    from mbkernels.modeling import _weight_paths
+    return [None if p is None else reduce(getattr, p.split("."), layer) for p in _weight_paths(layer.config)]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_layer_weights_follow_replaced_parameters_modules_and_parametrizations(variant):
+    """A layer finds its weights through the modules' parameter dicts, located once: a replaced
+    parameter, a replaced submodule, a bias removed and a parametrized weight must all be what the
+    next call reads, and what the model computes with."""
+    import torch.nn.utils.parametrize as parametrize
+
+    cfg = VARIANTS[variant]()
+    model = MobileBertModel(cfg).eval()
+    layer = model.encoder.layer[0]
+    ids, mask = _inputs(cfg)
+    assert layer.weights() == _weights_by_attribute(layer)
+    q = layer.attention.self.query
+    q.weight = torch.nn.Parameter(torch.randn_like(q.weight) * 0.02)
+    assert layer.weights()[8] is q.weight
+    out = layer.output
+    out.dense = torch.nn.Linear(out.dense.in_features, out.dense.out_features)
+    assert layer.weights() == _weights_by_attribute(layer)
+    layer.attention.self.key.bias = None
+    assert layer.weights()[11] is None
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    parametrize.register_parametrization(layer.attention.self.value, "weight", Double())
+    got, want = layer.weights(), _weights_by_attribute(layer)
+    assert all((g is None and w is None) or torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    with torch.no_grad():
+        fused = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        with mbkernels.use_backend("reference"):
+            reference = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert rel_err(fused, reference) <= 1e-4
