@@ -1,5 +1,5 @@
 """The benchmark cases: every public op at MobileBERT's sizes, one MobileBertLayer, the whole
-MobileBertModel (default preset), and each op's call overhead (the public op against its C++ kernel
+MobileBertModel (default preset), a whole fine-tuning step with AdamW, and each op's call overhead (the public op against its C++ kernel
 called directly). Weights use `mbkernels.testing.realistic_init_` (activations at the 1e5-1e7 scale
 of the released checkpoint), except fp16, where those activations overflow and plain random init is
 used.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -308,6 +309,77 @@ def model_hf_patched(spec: Spec) -> Workload:
                  "hf": whole.providers["hf"]}
     return Workload(whole.flops, providers, whole.expected, {**whole.info, "shape": "HF MobileBertModel "
                     f"(mobilebert preset, {whole.info['layers']} layers) patched by mbkernels.patch_hf, ids [B, S]"})
+
+
+# -- a whole fine-tuning step ------------------------------------------------------------------------
+
+# What a user fine-tuning waits for per batch: zero_grad, forward with labels, the loss's backward and
+# the optimizer step, of MobileBertForSequenceClassification (24 layers) and its HF twin, each with
+# torch's AdamW at the same hyperparameters. `fused=True` (torch's fused CPU/CUDA kernel) for every
+# provider: it is the fastest AdamW torch has on both devices, and ours uses it.
+FINETUNE_SIZES = ((1, 128), (8, 128), (32, 64))
+ADAMW = {"lr": 2e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "fused": True}
+
+
+def _adamw(model: torch.nn.Module) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), **ADAMW)
+
+
+def _finetune_step(model: torch.nn.Module, ids, mask, labels, sync) -> Callable[[], torch.Tensor]:
+    optimizer = _adamw(model)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        if sync:
+            sync()
+        return loss
+
+    return step
+
+
+@case("finetune_step", kind="step", providers=("fused", "hf", "compile"), modes=("train",), sizes=FINETUNE_SIZES,
+      dtypes=("fp32",))
+def finetune_step(spec: Spec) -> Workload:
+    """One fine-tuning step of MobileBertForSequenceClassification (mobilebert preset, 2 labels) on
+    full-length sequences; every provider starts from the same weights (a fresh copy each)."""
+    from helpers import hf_twin  # tests/helpers.py
+
+    from mbkernels import MobileBertForSequenceClassification
+
+    layers = SMOKE_LAYERS if spec.smoke else CONFIG.num_hidden_layers
+    config = dataclasses.replace(CONFIG, num_hidden_layers=layers, num_labels=2)
+    torch.manual_seed(0)
+    ours = MobileBertForSequenceClassification(config)
+    realistic_init_(ours)
+    ours.to(spec.device).train()
+    ids, mask = _ids(spec, config.vocab_size)
+    labels = torch.randint(0, 2, (spec.batch,), generator=torch.Generator().manual_seed(2)).to(spec.device)
+    sync = torch.cuda.synchronize if spec.device == "cuda" else None
+
+    def hf_model():
+        twin = hf_twin(ours, "MobileBertForSequenceClassification")
+        twin.set_attn_implementation("sdpa")  # HF's default
+        return twin.to(spec.device).train()
+
+    def compiled_hf():
+        twin = hf_model()
+        return compile_hf(twin, whole_model=True)
+
+    info = {"optimizer": "torch.optim.AdamW(" + ", ".join(f"{k}={v}" for k, v in ADAMW.items()) + ")",
+            "hf_attn_implementation": "sdpa"}
+    providers = {
+        "fused": Provider(lambda: _finetune_step(copy.deepcopy(ours), ids, mask, labels, sync), info=info),
+        "hf": Provider(lambda: _finetune_step(hf_model(), ids, mask, labels, sync), info=info),
+        "compile": Provider(lambda: _finetune_step(compiled_hf(), ids, mask, labels, sync),
+                            info={**info, "compile": compile_info(True)}),
+    }
+    forward = flops.model(config, spec.batch, spec.seq) + 2 * spec.batch * config.hidden_size * config.num_labels
+    return Workload(flops.training(forward), providers, None,
+                    {"layers": layers, "shape": f"MobileBertForSequenceClassification (mobilebert preset, {layers} "
+                     "layers, 2 labels): zero_grad, forward with labels, backward, AdamW step; ids [B, S]"})
 
 
 # -- per-op call overhead ----------------------------------------------------------------------------

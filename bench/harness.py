@@ -183,7 +183,9 @@ def points(level: str, module: str | None = None) -> list[tuple[Spec, str]]:
                 for dtype in dtypes_for(device, mode):
                     if c.dtypes is not None and dtype not in c.dtypes:
                         continue
-                    for b, s in c.sizes or SIZES[level]:
+                    # A case's own sizes; at the smoke level only its first.
+                    sizes = (c.sizes[:1] if level == "smoke" else c.sizes) if c.sizes else SIZES[level]
+                    for b, s in sizes:
                         spec = Spec(c.name, mode, device, dtype, b, s, smoke=level == "smoke")
                         out.extend((spec, p) for p in c.providers if provider_applies(p, spec))
     return out
@@ -311,7 +313,7 @@ def compile_hf(module: torch.nn.Module, whole_model: bool) -> torch.nn.Module:
     module = copy.deepcopy(module)
     if whole_model and current().compile_style == "regional":
         torch._dynamo.reset()
-        for layer in module.encoder.layer:
+        for layer in getattr(module, "mobilebert", module).encoder.layer:  # a model with a head: its backbone's
             layer.compile(dynamic=False)
         return module
     return compiled(module)
