@@ -194,3 +194,29 @@ def test_layer_weights_follow_replaced_parameters_modules_and_parametrizations(v
         with mbkernels.use_backend("reference"):
             reference = model(input_ids=ids, attention_mask=mask).last_hidden_state
     assert rel_err(fused, reference) <= 1e-4
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_optimizer_step_reaches_the_packed_weights(fused):
+    """Inference, a training step, inference again: the second inference computes with the stepped
+    weights. torch's fused optimizers write the parameters without bumping their version counters
+    (which the packed-weight stamps read); mbkernels bumps them after such a step."""
+    cfg = VARIANTS["mobilebert"]()
+    model = MobileBertModel(cfg)
+    ids, mask = _inputs(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=fused or None)
+    model.eval()
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    model.train()
+    model(input_ids=ids, attention_mask=mask).last_hidden_state.square().mean().backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        after = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        per_op = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).last_hidden_state
+        with mbkernels.use_backend("reference"):
+            reference = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert not torch.equal(before, after)
+    assert rel_err(after, reference) <= 1e-4
+    assert rel_err(per_op, reference) <= 1e-4

@@ -5,8 +5,9 @@ objects every time; finding what was built from them costs one lookup instead of
 
 A value is reused while the same tensor objects (weak references; None for an absent one) come back
 with the same data pointers, versions, shapes and strides. The version counter is bumped by every
-in-place write through torch (optimizer steps, `copy_`, `load_state_dict`); shape and strides are
-stamped too because `.data = t.data.t()` re-views a tensor without a bump. Inference tensors have no
+in-place write through torch (optimizer steps, `copy_`, `load_state_dict`), except by torch's fused
+optimizers (`fused=True`), whose steps `_bump_after_fused_step` bumps. Shape and strides are stamped
+too because `.data = t.data.t()` re-views a tensor without a bump. Inference tensors have no
 version counter: their stamp is `_C.fingerprint` of 32 elements spread over the tensor (see
 `_packed.py`). Writes that bypass torch (numpy, raw pointers, `.data` in place) are invisible, as
 they are to autograd: `clear()` after one.
@@ -23,6 +24,7 @@ from operator import attrgetter, is_
 from typing import TypeVar
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 T = TypeVar("T")
 
@@ -65,3 +67,17 @@ def derived(key: tuple, tensors: Sequence[torch.Tensor | None], build: Callable[
 
 def clear() -> None:
     _values.clear()
+
+
+def _bump_after_fused_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """torch's fused optimizer kernels (`AdamW(fused=True)`, ...) update the parameters in place
+    without bumping their version counters, and the stamps above would keep serving packings of the
+    weights before the step. Bump them after every fused step, as any other in-place write does."""
+    for group in optimizer.param_groups:
+        if group.get("fused"):
+            for p in group["params"]:
+                torch.autograd.graph.increment_version(p)
+
+
+# Every optimizer's step, once per process (a global hook: it sees optimizers made before and after).
+register_optimizer_step_post_hook(_bump_after_fused_step)
