@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mbkernels.backend import BACKENDS, use_backend
-from mbkernels.distill.optim import _no_decay
+from mbkernels.distill.optim import _no_decay, adamw
 from mbkernels.finetune.evaluate import evaluate
 from mbkernels.finetune.data import batches, collate_for
 from mbkernels.finetune.tasks import Task
@@ -109,7 +109,7 @@ def finetune(model: torch.nn.Module, task: Task, train: Sequence, config: Finetu
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in named if not _no_decay(n, p)], "weight_decay": c.weight_decay},
               {"params": [p for n, p in named if _no_decay(n, p)], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=c.lr)
+    optimizer = adamw(groups, lr=c.lr)  # torch's fused AdamW where the parameters allow it
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16")
     metric = task.metrics[0]
     history: list[dict] = []
