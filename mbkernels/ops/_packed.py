@@ -6,7 +6,8 @@ concatenation of Linears (one GEMM computing all their outputs side by side) key
 An entry holds a weak reference to those storages: while it does, a freed storage cannot be
 reallocated at the same address, so a new tensor is never mistaken for an old one (a data_ptr key
 would be: allocators reuse addresses), and the cache never keeps a freed weight's memory alive.
-Entries whose storage is gone are dropped whenever something is packed.
+Entries whose storage is gone (their packings) are dropped whenever the cache has doubled since the
+last sweep: sweeping on every pack cost 300 ms of a training step, which repacks every weight.
 
 Validity: the entry is reused while each tensor's data pointer and stamp are unchanged.
 - Normal tensors: the stamp is the version counter, which every in-place write through torch bumps
@@ -39,6 +40,8 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _entries: dict[tuple, tuple[list, tuple, object]] = {}  # key -> (storage refs, stamps, packed)
 _hits = _misses = 0
+_FIRST_SWEEP = 64
+_sweep_at = _FIRST_SWEEP  # the size at which expired entries are next dropped
 
 
 def _key(t: torch.Tensor) -> tuple:
@@ -82,11 +85,14 @@ def _packed(linears):
     result = backend._C.pack_weights(weight.data_ptr(), weight.stride(0), weight.stride(1),
                                      0 if bias is None else bias.data_ptr(), n, k)
     refs = [StorageWeakRef(t.untyped_storage()) for t in tensors]
+    global _sweep_at
     with _lock:
         _misses += 1
-        for stale in [k for k, (r, _, _) in _entries.items() if any(ref.expired() for ref in r)]:
-            del _entries[stale]
         _entries[key] = (refs, stamps, result)
+        if len(_entries) >= _sweep_at:
+            for stale in [k for k, (r, _, _) in _entries.items() if any(ref.expired() for ref in r)]:
+                del _entries[stale]
+            _sweep_at = max(_FIRST_SWEEP, 2 * len(_entries))
     return result
 
 
