@@ -123,8 +123,14 @@ def test_grid_levels_and_providers():
     for pts in overhead:
         assert {(s.batch, s.seq, s.device, s.dtype, s.mode) for s, _ in pts} == {(1, 8, "cpu", "fp32", "infer")}
         assert {p for _, p in pts} == {"fused", "kernel"}
-    smoke, default, full = ([(s, p) for s, p in pts if harness.CASES[s.case].kind != "overhead"]
-                            for pts in everything)
+    # The fine-tuning step has its own sizes at every level; the smoke level takes its first only.
+    step = [[(s, p) for s, p in pts if s.case == "finetune_step"] for pts in everything]
+    assert {(s.batch, s.seq, s.device, s.dtype, s.mode) for s, _ in step[0]} == {
+        (1, 128, d, "fp32", "train") for d in ("cpu", "cuda")}
+    for pts in step[1:]:
+        assert {(s.batch, s.seq) for s, _ in pts} == {(1, 128), (8, 128), (32, 64)}
+        assert {p for _, p in pts} == {"fused", "hf", "compile"}
+    smoke, default, full = ([(s, p) for s, p in pts if harness.CASES[s.case].sizes is None] for pts in everything)
     assert {(s.batch, s.seq) for s, _ in smoke} == {(1, 128)}
     assert {(s.batch, s.seq) for s, _ in default} == {(1, 128), (8, 128)}
     assert {(s.batch, s.seq) for s, _ in full} == {(b, s) for b in (1, 8, 32) for s in (128, 512)}
