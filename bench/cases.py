@@ -1,8 +1,8 @@
 """The benchmark cases: every public op at MobileBERT's sizes, one MobileBertLayer, the whole
-MobileBertModel (default preset), a whole fine-tuning step with AdamW, and each op's call overhead (the public op against its C++ kernel
-called directly). Weights use `mbkernels.testing.realistic_init_` (activations at the 1e5-1e7 scale
-of the released checkpoint), except fp16, where those activations overflow and plain random init is
-used.
+MobileBertModel (default preset), a whole fine-tuning step with AdamW, and each op's call overhead
+(the public op against its C++ kernel called directly). Weights use `mbkernels.testing.realistic_init_`
+(activations at the 1e5-1e7 scale of the released checkpoint), except fp16, where those activations
+overflow and plain random init is used.
 
 Adding a case is one function:
 
@@ -321,12 +321,8 @@ FINETUNE_SIZES = ((1, 128), (8, 128), (32, 64))
 ADAMW = {"lr": 2e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "fused": True}
 
 
-def _adamw(model: torch.nn.Module) -> torch.optim.AdamW:
-    return torch.optim.AdamW(model.parameters(), **ADAMW)
-
-
 def _finetune_step(model: torch.nn.Module, ids, mask, labels, sync) -> Callable[[], torch.Tensor]:
-    optimizer = _adamw(model)
+    optimizer = torch.optim.AdamW(model.parameters(), **ADAMW)
 
     def step():
         optimizer.zero_grad(set_to_none=True)

@@ -152,7 +152,8 @@ def bottleneck_attention(args: tuple, kwargs: dict) -> Prepared:
         f(ph, hidden, batch, seq, pm, over_h, over_b, output, mode, norm, eps, heads, *norms, 0.0, 0.0, 0, py, 0,
           threads)
         return y
-    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)] + weights + copies  # pointers above stay valid
+    # The pointers above stay valid while these live.
+    call.held = [v for v in locals().values() if isinstance(v, torch.Tensor)] + weights + copies
     return call
 
 

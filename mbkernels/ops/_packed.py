@@ -70,7 +70,7 @@ def packed(linears: Sequence[tuple[torch.Tensor, torch.Tensor | None]]):
 
 def _packed(linears):
     """The storage-keyed lookup, then the packing (`prepared` missed: new tensor objects, or changed)."""
-    global _hits, _misses
+    global _hits, _misses, _sweep_at
     tensors = [t for pair in linears for t in pair if t is not None]
     isa = backend._C.get_isa()
     stamps = tuple(stamp(t) for t in tensors)
@@ -85,7 +85,6 @@ def _packed(linears):
     result = backend._C.pack_weights(weight.data_ptr(), weight.stride(0), weight.stride(1),
                                      0 if bias is None else bias.data_ptr(), n, k)
     refs = [StorageWeakRef(t.untyped_storage()) for t in tensors]
-    global _sweep_at
     with _lock:
         _misses += 1
         _entries[key] = (refs, stamps, result)
@@ -111,8 +110,8 @@ def stats() -> dict[str, int]:
     `derived` reuse, one per storage-key reuse), misses, entries and their bytes."""
     with _lock:
         live = [e for e in _entries.values() if not any(ref.expired() for ref in e[0])]
-        return {"packs": backend._C.pack_count(), "hits": _hits + _derived.hits, "misses": _misses, "entries": len(live),
-                "bytes": sum(e[2].bytes for e in live)}
+        return {"packs": backend._C.pack_count(), "hits": _hits + _derived.hits, "misses": _misses,
+                "entries": len(live), "bytes": sum(e[2].bytes for e in live)}
 
 
 def clear() -> None:
