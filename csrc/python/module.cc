@@ -77,7 +77,11 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("n", &gemm::PackedWeights::n)
       .def_property_readonly("k", &gemm::PackedWeights::k)
       .def_property_readonly("isa", [](const gemm::PackedWeights& w) { return std::string(isa_name(w.isa())); })
-      .def_property_readonly("bytes", &gemm::PackedWeights::bytes);
+      .def_property_readonly("bytes", &gemm::PackedWeights::bytes)
+      .def_property_readonly("int8", &gemm::PackedWeights::int8)
+      .def_property_readonly("kernel", [](const gemm::PackedWeights& w) {
+        return std::string(w.int8() ? gemm::int8_tile(w.isa()).name : gemm::tile(w.isa()).name);
+      });
   m.def(
       "pack_weights",
       [](Ptr w, int64_t stride_n, int64_t stride_k, Ptr bias, int64_t n, int64_t k) {
@@ -86,6 +90,17 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("weight"), py::arg("stride_n"), py::arg("stride_k"), py::arg("bias"), py::arg("n"),
       py::arg("k"), nogil(), "weight [n, k] float32 (any strides) and bias [n] (or 0) packed for the active ISA.");
+  m.def(
+      "pack_weights_int8",
+      [](Ptr w, int64_t stride_n, int64_t stride_k, Ptr scale, Ptr smooth, Ptr bias, int64_t n, int64_t k) {
+        const gemm::Int8Weight q{in<int8_t>(w), stride_n, stride_k, in(scale), in(smooth)};
+        return std::make_shared<gemm::PackedWeights>(q, in(bias), n, k, active_isa());
+      },
+      py::arg("weight"), py::arg("stride_n"), py::arg("stride_k"), py::arg("scale"), py::arg("smooth"),
+      py::arg("bias"), py::arg("n"), py::arg("k"), nogil(),
+      "weight [n, k] int8 in [-127, 127] (any strides), scale [n] float32 (W ~ weight * scale per row), "
+      "smooth [k] float32 or 0 (activation column multipliers) and bias [n] float32 or 0, packed for "
+      "the active ISA's int8 GEMM; ValueError if the ISA has none or an argument is out of range.");
   m.def("pack_count", &gemm::pack_count, "PackedWeights built in this process.");
   m.def("fingerprint", &fingerprint, py::arg("data"), py::arg("numel"), py::arg("cols"),
         py::arg("stride0"), py::arg("stride1"));

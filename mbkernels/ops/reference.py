@@ -46,6 +46,26 @@ def activation(x, act):
     raise ValueError(f"act: expected 'relu' or 'gelu', got {act!r}")
 
 
+def quantize_rows(x, smooth=None):
+    """Activations as the int8 GEMM quantizes them (csrc/core/gemm/gemm.h, "int8"), per row of `x`
+    [..., K]: v = x * smooth, q = round(v * (127 / max|v|)) in [-127, 127] (fp32 arithmetic, ties to
+    even), returned as float with the row scale s = max|v| / 127 ([..., 1]); a zero row is q = 0,
+    s = 0, a row holding inf or NaN gives NaN."""
+    v = x.float() if smooth is None else x.float() * smooth
+    amax = v.abs().amax(-1, keepdim=True)
+    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+    return torch.round(v * inv), amax / 127.0
+
+
+def int8_linear(x, weight, scale, bias=None, smooth=None):
+    """`x Wᵀ + bias` with W = weight (int8 [N, K]) * scale ([N], per output channel) on activations
+    quantized per row (quantize_rows): the integer sums exact (float64), then acc * (s * scale) + bias."""
+    q, s = quantize_rows(x, smooth)
+    acc = (q.double() @ weight.double().t()).float()
+    y = acc * (s * scale)
+    return y if bias is None else y + bias
+
+
 def linear_norm(x, weight, bias, norm_weight, norm_bias, residual=None, norm_kind="nonorm", eps=1e-12,
                 dropout_p=0.0, seed=None):
     """`norm(dropout(x Wᵀ + bias) [+ residual])`."""

@@ -44,18 +44,42 @@ const IsaGemm& isa_gemm(Isa isa) {
 
 Tile tile(Isa isa) { return isa_gemm(isa).tile; }
 
-void PackedWeights::Free::operator()(float* p) const { std::free(p); }
+Tile int8_tile(Isa isa) {
+  const IsaGemm& kern = isa_gemm(isa);
+  if (kern.run_int8 == nullptr)
+    throw std::invalid_argument(std::string("gemm: ISA '") + isa_name(isa) +
+                                "' has no int8 GEMM kernel");
+  return kern.int8_tile;
+}
 
-PackedWeights::PackedWeights(const float* w, int64_t stride_n, int64_t stride_k,
-                             const float* bias, int64_t n, int64_t k, Isa isa)
-    : n_(n), k_(k), nr_(tile(isa).nr), isa_(isa) {
+void PackedWeights::Free::operator()(void* p) const { std::free(p); }
+
+namespace {
+
+void check_sizes(int64_t n, int64_t k) {
   if (n < 0 || k < 0)
     throw std::invalid_argument("PackedWeights: n and k must be >= 0, got n=" + std::to_string(n) +
                                 " k=" + std::to_string(k));
-  const size_t bytes = (std::max<size_t>(this->bytes(), 1) + 63) / 64 * 64;
-  float* buf = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (buf == nullptr) throw std::bad_alloc();
-  data_.reset(buf);
+}
+
+void* aligned_bytes(size_t bytes) {
+  void* p = std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) / 64 * 64);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+
+}  // namespace
+
+void PackedWeights::allocate() {
+  data_.reset(static_cast<unsigned char*>(aligned_bytes(bytes())));
+}
+
+PackedWeights::PackedWeights(const float* w, int64_t stride_n, int64_t stride_k,
+                             const float* bias, int64_t n, int64_t k, Isa isa)
+    : n_(n), k_(k), mr_(tile(isa).mr), nr_(tile(isa).nr), isa_(isa) {
+  check_sizes(n, k);
+  allocate();
+  float* buf = reinterpret_cast<float*>(data_.get());
   const int nr = nr_;
   for (int64_t p = 0; p < panels(); ++p) {
     float* dst = buf + p * panel_stride();
@@ -75,6 +99,50 @@ PackedWeights::PackedWeights(const float* w, int64_t stride_n, int64_t stride_k,
   g_pack_count.fetch_add(1, std::memory_order_relaxed);
 }
 
+PackedWeights::PackedWeights(const Int8Weight& w, const float* bias, int64_t n, int64_t k, Isa isa)
+    : n_(n), k_(k), mr_(int8_tile(isa).mr), nr_(int8_tile(isa).nr), group_(isa_gemm(isa).int8_group),
+      isa_(isa) {
+  check_sizes(n, k);
+  if (k > kMaxInt8K)
+    throw std::invalid_argument("PackedWeights: the int8 GEMM takes k <= " +
+                                std::to_string(kMaxInt8K) + ", got k=" + std::to_string(k));
+  for (int64_t col = 0; col < n; ++col)
+    if (!(w.scale[col] > 0.0f && w.scale[col] <= 3.4e38f))
+      throw std::invalid_argument("PackedWeights: int8 scale[" + std::to_string(col) +
+                                  "] must be finite and > 0, got " + std::to_string(w.scale[col]));
+  const int64_t kp = k_padded();
+  smooth_.reset(static_cast<float*>(aligned_bytes(static_cast<size_t>(kp) * sizeof(float))));
+  for (int64_t kk = 0; kk < kp; ++kk)
+    smooth_.get()[kk] = kk < k && w.smooth != nullptr ? w.smooth[kk] : 1.0f;
+  allocate();
+  const int nr = nr_, group = group_;
+  for (int64_t p = 0; p < panels(); ++p) {
+    unsigned char* dst = data_.get() + p * panel_stride();
+    float* head = reinterpret_cast<float*>(dst);  // bias [nr], scale [nr]
+    unsigned char* groups = dst + 2 * nr * sizeof(float);
+    for (int j = 0; j < nr; ++j) {
+      const int64_t col = p * nr + j;
+      head[j] = bias != nullptr && col < n ? bias[col] : 0.0f;
+      head[nr + j] = col < n ? w.scale[col] : 0.0f;
+      for (int64_t kk = 0; kk < kp; ++kk) {
+        int8_t v = 0;
+        if (col < n && kk < k) {
+          v = w.w[col * w.stride_n + kk * w.stride_k];
+          if (v == -128)
+            throw std::invalid_argument("PackedWeights: int8 weights must be in [-127, 127], got -128 "
+                                        "at [" + std::to_string(col) + ", " + std::to_string(kk) + "]");
+        }
+        unsigned char* at = groups + ((kk / group) * nr + j) * 4;  // this column's 4 bytes
+        if (group == 4)
+          reinterpret_cast<int8_t*>(at)[kk % 4] = v;
+        else
+          reinterpret_cast<int16_t*>(at)[kk % 2] = v;
+      }
+    }
+  }
+  g_pack_count.fetch_add(1, std::memory_order_relaxed);
+}
+
 uint64_t pack_count() { return g_pack_count.load(std::memory_order_relaxed); }
 
 void gemm(const float* a, int64_t lda, int64_t m, const PackedWeights& w, float* c, int64_t ldc,
@@ -82,7 +150,7 @@ void gemm(const float* a, int64_t lda, int64_t m, const PackedWeights& w, float*
   if (m <= 0 || w.n() == 0) return;
   const IsaGemm& kern = isa_gemm(w.isa());
   const GemmArgs g = gemm_args(a, lda, w, c, ldc, ep);
-  const int mr = kern.tile.mr;
+  const int mr = w.mr();
   const int64_t row_blocks = (m + mr - 1) / mr, panels = w.panels();
   int nt = std::max(num_threads, 1);
   if (2.0 * double(m) * double(w.n()) * double(w.k()) < kParallelMinFlops) nt = 1;

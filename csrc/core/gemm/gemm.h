@@ -12,6 +12,15 @@
 //   [+ residual], then NoNorm (* w + b per column). LayerNorm needs the whole output row: it runs
 //   as a second pass over each finished row tile while that is still in L1.
 // - Threads: OpenMP over row blocks (columns too when there are few rows), num_threads explicit.
+//
+// int8 (inference): weights packed in their int8 form (Int8Weight: symmetric per output channel,
+// values in [-127, 127]) run the same gemm() and every op built on it. Each row of A is quantized
+// as its row block is read: with m = smooth[k] (1 without smooth),
+//     amax = max_k |a[k] m[k]|,  q[k] = round_half_even(a[k] m[k] * (127 / amax)),  s_a = amax / 127
+// (q = 0, s_a = 0 for a zero row; s_a = NaN, so NaN outputs, for a row holding inf or NaN), the
+// int8 products are summed exactly in int32 (every ISA gets the same integers), and the
+// accumulator enters the fp32 epilogue as acc * (s_a * scale[n]) + bias[n]. Microkernels are
+// named q8_gemm_<MR>x<NR>__<isa>.
 #pragma once
 
 #include <cstddef>
@@ -32,31 +41,69 @@ struct Tile {
 };
 // Throws std::invalid_argument if isa is not compiled into this build.
 Tile tile(Isa isa);
+// The int8 microkernel of isa; std::invalid_argument if isa has none.
+Tile int8_tile(Isa isa);
+
+// The largest K the int8 GEMM takes: a row block of quantized A lives on the stack.
+constexpr int64_t kMaxInt8K = 8192;
+
+// A weight's int8 form: W[n, k] ~ w[n * stride_n + k * stride_k] * scale[n], w in [-127, 127]
+// (-128 is rejected). smooth [K] or null: each activation column k is multiplied by smooth[k]
+// before its row is quantized (SmoothQuant: the columns of w carry 1 / smooth).
+struct Int8Weight {
+  const int8_t* w;
+  int64_t stride_n, stride_k;
+  const float* scale;
+  const float* smooth = nullptr;
+};
 
 // W [N, K] (element (n, k) at w[n * stride_n + k * stride_k]) and bias [N] (null: zeros) packed
 // for isa's microkernel. Immutable once built; the buffer is 64-byte aligned.
+//
+// fp32 panels: [1 + K][NR] floats, the bias first. int8 panels: bias [NR] and scale [NR] floats,
+// then ceil(K / G) groups of [NR][G] (G consecutive k of one column, 4 bytes; K zero-padded): G = 4
+// int8 for the ISAs with 4-way int8 dot products, G = 2 int8 widened to int16 on AVX2, whose
+// vpmaddwd is the one exact int8 multiply that keeps both of its multiply ports busy.
 class PackedWeights {
  public:
   PackedWeights(const float* w, int64_t stride_n, int64_t stride_k, const float* bias, int64_t n,
                 int64_t k, Isa isa);
+  // The int8 form; std::invalid_argument if isa has no int8 kernel, k > kMaxInt8K, a scale is
+  // not finite and positive or a weight is -128.
+  PackedWeights(const Int8Weight& w, const float* bias, int64_t n, int64_t k, Isa isa);
 
+  bool int8() const { return group_ > 0; }
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
+  int group() const { return group_; }  // int8: k per 4-byte group (G above); fp32: 0
+  int64_t k_padded() const { return int8() ? (k_ + group_ - 1) / group_ * group_ : k_; }
+  int mr() const { return mr_; }  // rows of the microkernel tile (drivers split rows by it)
   int nr() const { return nr_; }
   Isa isa() const { return isa_; }
   int64_t panels() const { return (n_ + nr_ - 1) / nr_; }
-  int64_t panel_stride() const { return (k_ + 1) * nr_; }  // floats per panel
-  const float* data() const { return data_.get(); }
-  size_t bytes() const { return static_cast<size_t>(panels() * panel_stride()) * sizeof(float); }
+  // fp32: floats per panel; int8: bytes per panel.
+  int64_t panel_stride() const {
+    return int8() ? 2 * nr_ * 4 + k_padded() / group_ * nr_ * 4 : (k_ + 1) * nr_;
+  }
+  const float* data() const { return reinterpret_cast<const float*>(data_.get()); }
+  const unsigned char* bytes_data() const { return data_.get(); }
+  // int8: the per-column activation multipliers (all 1 without smooth); null for fp32.
+  const float* smooth() const { return smooth_.get(); }
+  size_t bytes() const {
+    return static_cast<size_t>(panels() * panel_stride()) * (int8() ? 1 : sizeof(float));
+  }
 
  private:
   struct Free {
-    void operator()(float* p) const;
+    void operator()(void* p) const;
   };
+  void allocate();
   int64_t n_, k_;
-  int nr_;
+  int mr_, nr_;
+  int group_ = 0;
   Isa isa_;
-  std::unique_ptr<float, Free> data_;
+  std::unique_ptr<unsigned char, Free> data_;
+  std::unique_ptr<float, Free> smooth_;  // int8 only
 };
 
 // How many PackedWeights this process has built (tests use it to prove a cache hit).

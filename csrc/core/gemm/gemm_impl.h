@@ -63,6 +63,44 @@ inline typename V::reg gelu_v(typename V::reg x) {
   return V::fmadd(h, erf_v<V>(V::mul(x, V::set1(0.70710678118654752f))), h);
 }
 
+// The epilogue of an MR x nc tile and its only store: act, residual, NoNorm on the accumulators.
+template <class V, int MR, int NV>
+[[gnu::always_inline]] inline void store_tile(typename V::reg (&acc)[MR][NV], float* c, int64_t ldc, int nc,
+                       const TileEpilogue& e) {
+  using reg = typename V::reg;
+  constexpr int W = V::W;
+  const int tail = nc - (NV - 1) * W;  // columns in the last vector, 1..W
+  const bool relu = e.act == Act::relu, gelu = e.act == Act::gelu;
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    const bool part = v == NV - 1 && tail < W;
+    const int col = v * W;
+    reg sc = V::zero(), sh = V::zero();
+    if (e.scale != nullptr) {
+      sc = part ? V::load_partial(e.scale + col, tail) : V::loadu(e.scale + col);
+      sh = part ? V::load_partial(e.shift + col, tail) : V::loadu(e.shift + col);
+    }
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) {
+      reg y = acc[m][v];
+      // max(0, y), not max(y, 0): x86 max returns its second operand when one is NaN, and
+      // torch's relu keeps NaN (a NaN input must stay NaN, not turn into 0).
+      if (relu) y = V::max(V::zero(), y);
+      if (gelu) y = gelu_v<V>(y);
+      if (e.res != nullptr) {
+        const float* r = e.res + m * e.ldr + col;
+        y = V::add(y, part ? V::load_partial(r, tail) : V::loadu(r));
+      }
+      if (e.scale != nullptr) y = V::fmadd(y, sc, sh);
+      float* out = c + m * ldc + col;
+      if (part)
+        V::store_partial(out, y, tail);
+      else
+        V::storeu(out, y);
+    }
+  }
+}
+
 // C[0:MR, 0:nc] = epilogue(A[0:MR, 0:k] W_panelᵀ + bias); nc in ((NV - 1) W, NV W].
 template <class V, int MR, int NV, int NR>
 void ukernel(int64_t k, const float* a, int64_t lda, const float* w, float* c, int64_t ldc, int nc,
@@ -97,49 +135,27 @@ void ukernel(int64_t k, const float* a, int64_t lda, const float* w, float* c, i
     w += NR;
   }
 
-  const int tail = nc - (NV - 1) * W;  // columns in the last vector, 1..W
-  const bool relu = e.act == Act::relu, gelu = e.act == Act::gelu;
-#pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) {
-    const bool part = v == NV - 1 && tail < W;
-    const int col = v * W;
-    reg sc = V::zero(), sh = V::zero();
-    if (e.scale != nullptr) {
-      sc = part ? V::load_partial(e.scale + col, tail) : V::loadu(e.scale + col);
-      sh = part ? V::load_partial(e.shift + col, tail) : V::loadu(e.shift + col);
-    }
-#pragma GCC unroll 16
-    for (int m = 0; m < MR; ++m) {
-      reg y = acc[m][v];
-      // max(0, y), not max(y, 0): x86 max returns its second operand when one is NaN, and
-      // torch's relu keeps NaN (a NaN input must stay NaN, not turn into 0).
-      if (relu) y = V::max(V::zero(), y);
-      if (gelu) y = gelu_v<V>(y);
-      if (e.res != nullptr) {
-        const float* r = e.res + m * e.ldr + col;
-        y = V::add(y, part ? V::load_partial(r, tail) : V::loadu(r));
-      }
-      if (e.scale != nullptr) y = V::fmadd(y, sc, sh);
-      float* out = c + m * ldc + col;
-      if (part)
-        V::store_partial(out, y, tail);
-      else
-        V::storeu(out, y);
-    }
-  }
+  store_tile<V, MR, NV>(acc, c, ldc, nc, e);
 }
 
-// The microkernel for an mr x nv edge tile (1 <= mr <= M, 1 <= nv <= NV); instantiates them all.
-template <class V, int NR, int M, int NV>
-UKernel pick_ukernel(int mr, int nv) {
+// The microkernel for an mr x nv edge tile (1 <= mr <= M, 1 <= nv <= NV) from the family K
+// (K::get<mr, nv>()); instantiates them all.
+template <class K, int M, int NV>
+auto pick_ukernel(int mr, int nv) {
   if constexpr (M > 1) {
-    if (mr < M) return pick_ukernel<V, NR, M - 1, NV>(mr, nv);
+    if (mr < M) return pick_ukernel<K, M - 1, NV>(mr, nv);
   }
   if constexpr (NV > 1) {
-    if (nv < NV) return pick_ukernel<V, NR, M, NV - 1>(mr, nv);
+    if (nv < NV) return pick_ukernel<K, M, NV - 1>(mr, nv);
   }
-  return &ukernel<V, M, NV, NR>;
+  return K::template get<M, NV>();
 }
+
+template <class V, int NR>
+struct F32Kernels {
+  template <int M, int NV>
+  static UKernel get() { return &ukernel<V, M, NV, NR>; }
+};
 
 template <class V>
 void layernorm_rows(float* y, int64_t ldy, int64_t rows, int64_t n, const float* w,
@@ -193,6 +209,12 @@ void layernorm_rows(float* y, int64_t ldy, int64_t rows, int64_t n, const float*
   }
 }
 
+// The epilogue of the tile at row m, column col.
+inline TileEpilogue tile_epilogue(const Epilogue& ep, int64_t m, int64_t col, bool nonorm) {
+  return {ep.act, ep.residual != nullptr ? ep.residual + m * ep.ld_residual + col : nullptr,
+          ep.ld_residual, nonorm ? ep.norm_weight + col : nullptr, nonorm ? ep.norm_bias + col : nullptr};
+}
+
 // IsaGemm::run for the MR x (NV * W) microkernel family. Row block outer, panels inner: the row
 // block of A stays in L1 and every panel streams from L2 (grouping several row blocks per panel,
 // to keep the panel in L1 instead, measured no faster on Zen 3).
@@ -210,12 +232,9 @@ void run_rows(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1)
       const int64_t col = p * NR;
       const int nc = g.n - col < NR ? static_cast<int>(g.n - col) : NR;
       const int nv = (nc + W - 1) / W;
-      const TileEpilogue e{ep.act,
-                           ep.residual != nullptr ? ep.residual + m * ep.ld_residual + col : nullptr,
-                           ep.ld_residual, nonorm ? ep.norm_weight + col : nullptr,
-                           nonorm ? ep.norm_bias + col : nullptr};
+      const TileEpilogue e = tile_epilogue(ep, m, col, nonorm);
       const UKernel uk = mr == MR && nv == NV ? &ukernel<V, MR, NV, NR>
-                                              : pick_ukernel<V, NR, MR, NV>(mr, nv);
+                                              : pick_ukernel<F32Kernels<V, NR>, MR, NV>(mr, nv);
       uk(g.k, g.a + m * g.lda, g.lda, g.w + p * pstride, g.c + m * g.ldc + col, g.ldc, nc, e);
     }
     if (layernorm)

@@ -15,8 +15,8 @@
 
 namespace mbk::gemm {
 
-// One call's operands: A [M, K] (row stride lda), packed W (panels of nr columns, panel stride
-// (k + 1) * nr floats, bias first), C [M, N] (row stride ldc) and the epilogue.
+// One call's operands: A [M, K] (row stride lda), packed W (gemm.h: fp32 panels at w, or int8
+// panels at q8 with the activation multipliers smooth), C [M, N] (row stride ldc), the epilogue.
 struct GemmArgs {
   const float* a;
   int64_t lda;
@@ -25,7 +25,11 @@ struct GemmArgs {
   float* c;
   int64_t ldc;
   Epilogue ep;
+  const unsigned char* q8 = nullptr;  // int8 weights: w is null
+  const float* smooth = nullptr;
 };
+
+using RunFn = void (*)(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
 
 struct IsaGemm {
   Tile tile;
@@ -33,7 +37,10 @@ struct IsaGemm {
   // (MR rows against every panel). The epilogue is applied at store; LayerNorm too when the
   // panels are all of them (each row block is normalized right after its last panel, still in L1),
   // otherwise the caller runs layernorm_rows once the rows are complete.
-  void (*run)(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+  void run(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) const {
+    (g.q8 != nullptr ? run_int8 : run_f32)(g, m0, m1, p0, p1);
+  }
+  RunFn run_f32;
   // y[r, :] = LayerNorm(y[r, :]) * w + b in place for r < rows (row stride ldy), n columns.
   void (*layernorm_rows)(float* y, int64_t ldy, int64_t rows, int64_t n, const float* w,
                          const float* b, float eps);
@@ -44,6 +51,10 @@ struct IsaGemm {
                                   float* pb, float* ps);
   void (*activation_backward_rows)(Act act, float* u, const float* gh, float* gu, int64_t r0,
                                    int64_t r1, int64_t n, float* ps);
+  // The int8 GEMM (run() takes it for int8 weights); none on an ISA without int8 kernels.
+  Tile int8_tile{0, 0, nullptr};
+  RunFn run_int8 = nullptr;
+  int int8_group = 4;  // k per 4-byte group of a packed int8 panel (gemm.h)
 };
 
 // The kernels of isa (std::invalid_argument if not compiled).
@@ -52,6 +63,7 @@ const IsaGemm& isa_gemm(Isa isa);
 // The operands of C = epilogue(A Wᵀ + bias) for a packed W.
 inline GemmArgs gemm_args(const float* a, int64_t lda, const PackedWeights& w, float* c,
                           int64_t ldc, const Epilogue& ep) {
+  if (w.int8()) return {a, lda, nullptr, w.k(), w.n(), c, ldc, ep, w.bytes_data(), w.smooth()};
   return {a, lda, w.data(), w.k(), w.n(), c, ldc, ep};
 }
 

@@ -85,7 +85,7 @@ void ffn_stack_forward(const float* x, int64_t ldx, int64_t rows, const FfnWeigh
   }
   if (rows <= 0 || width == 0) return;
   const gemm::IsaGemm& kern = gemm::isa_gemm(ffns[0].intermediate->isa());
-  const int mr = kern.tile.mr;
+  const int mr = ffns[0].intermediate->mr();
   int64_t inter = 0;
   double flops = 0.0;
   for (int i = 0; i < count; ++i) {

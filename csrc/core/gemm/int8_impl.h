@@ -1,0 +1,164 @@
+// The int8 GEMM's kernel templates (gemm.h, "int8"), included after gemm_impl.h by the per-ISA
+// translation units that have int8 kernels. Two parameters: V, the ISA's fp32 vector (the row
+// quantization and the epilogue), and Q, its int8 dot product:
+//
+//   Q::W == V::W          int32 lanes per vector, one output column per lane
+//   Q::G, Q::elem         k per lane of a group, as G elements of 4 / G bytes (int8 or int16)
+//   Q::wreg, Q::acc       G elements of one column per lane; int32 accumulators
+//   Q::load(p)            W columns x G k of a packed group (W * 4 bytes, aligned to them)
+//   Q::broadcast(p)       G consecutive elements of one row of A into every lane
+//   Q::dot(acc, a, w)     acc[l] + sum_j a[j] w[l][j]: exact for |a|, |w| <= 127
+//   Q::to_float(acc)      the accumulators as V::reg
+//   Q::store(p, y)        W floats, integral and within [-127, 127], as W elements at p
+//
+// Microkernel ukernel_int8<V, Q, MR, NV, NR>: MR x (NV * W) int32 accumulators over ceil(K / G)
+// groups of G k; per group NV loads of the panel, MR broadcasts of quantized A, MR * NV dots. Then
+// acc * (s_a[m] * scale[n]) + bias[n] in fp32 and the fp32 epilogue (store_tile). The rows of a
+// row block are quantized right before it runs (quantize_row), into a stack buffer that stays in
+// L1 while every panel streams past it: activations are never stored in int8 elsewhere.
+#pragma once
+
+#include <cstdint>
+
+#include "gemm/gemm_impl.h"
+#include "gemm/gemm_kernels.h"
+
+namespace mbk::gemm {
+namespace {
+
+// One row of A quantized (gemm.h, "int8"): q [kp] (zeros past k), returns s_a.
+template <class V, class Q>
+float quantize_row(const float* x, const float* smooth, int64_t k, int64_t kp, typename Q::elem* q) {
+  using reg = typename V::reg;
+  constexpr int W = V::W;
+  const int64_t kfull = k / W * W;
+  const int tail = static_cast<int>(k - kfull);
+  const reg minus = V::set1(-1.0f);
+  // nonfinite sums v * 0: 0 unless some v is inf or NaN (max alone can drop a NaN).
+  reg amax = V::zero(), nonfinite = V::zero();
+  for (int64_t c = 0; c < kfull; c += W) {
+    const reg v = V::mul(V::loadu(x + c), V::loadu(smooth + c));
+    amax = V::max(amax, V::max(v, V::mul(v, minus)));
+    nonfinite = V::add(nonfinite, V::mul(v, V::zero()));
+  }
+  if (tail > 0) {
+    const reg v = V::mul(V::load_partial(x + kfull, tail), V::load_partial(smooth + kfull, tail));
+    amax = V::max(amax, V::max(v, V::mul(v, minus)));
+    nonfinite = V::add(nonfinite, V::mul(v, V::zero()));
+  }
+  float lanes[W], flags[W];
+  V::storeu(lanes, amax);
+  V::storeu(flags, nonfinite);
+  float m = 0.0f, bad = 0.0f;
+  for (int l = 0; l < W; ++l) {
+    m = lanes[l] > m ? lanes[l] : m;
+    bad += flags[l];
+  }
+  if (!(bad == 0.0f) || m == 0.0f) {  // inf or NaN in the row (its outputs NaN), or all zeros
+    for (int64_t c = 0; c < kp; ++c) q[c] = 0;
+    return m == 0.0f && bad == 0.0f ? 0.0f : __builtin_nanf("");
+  }
+  const reg inv = V::set1(127.0f / m);
+  for (int64_t c = 0; c < kfull; c += W)
+    Q::store(q + c, V::mul(V::mul(V::loadu(x + c), V::loadu(smooth + c)), inv));
+  if (tail > 0) {
+    typename Q::elem last[W];
+    Q::store(last, V::mul(V::mul(V::load_partial(x + kfull, tail),
+                                      V::load_partial(smooth + kfull, tail)), inv));
+    for (int l = 0; l < tail; ++l) q[kfull + l] = last[l];
+  }
+  for (int64_t c = k; c < kp; ++c) q[c] = 0;
+  return m / 127.0f;
+}
+
+template <class Q>
+using Int8UKernel = void (*)(int64_t groups, const typename Q::elem* a, int64_t lda, const float* sa,
+                             const unsigned char* panel, float* c, int64_t ldc, int nc,
+                             const TileEpilogue& e);
+
+// C[0:MR, 0:nc] = epilogue(dequantized A[0:MR] W_panelᵀ + bias); nc in ((NV - 1) W, NV W].
+template <class V, class Q, int MR, int NV, int NR>
+void ukernel_int8(int64_t groups, const typename Q::elem* a, int64_t lda, const float* sa,
+                  const unsigned char* panel, float* c, int64_t ldc, int nc, const TileEpilogue& e) {
+  using reg = typename V::reg;
+  constexpr int W = V::W;
+  static_assert(Q::W == W && NV * W <= NR, "one column per lane; the tile is at most one panel wide");
+  typename Q::acc acc[MR][NV];
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[m][v] = Q::zero();
+  using E = typename Q::elem;
+  constexpr int G = Q::G;
+  const E* w = reinterpret_cast<const E*>(panel + 2 * NR * sizeof(float));
+#pragma GCC unroll 1
+  for (int64_t g = 0; g < groups; ++g) {
+    typename Q::wreg b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) b[v] = Q::load(w + v * W * G);
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) {
+      const typename Q::wreg am = Q::broadcast(a + m * lda + G * g);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[m][v] = Q::dot(acc[m][v], am, b[v]);
+    }
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) Q::keep(acc[m][v]);
+    w += NR * G;
+  }
+  const float* bias = reinterpret_cast<const float*>(panel);
+  const float* scale = bias + NR;
+  reg y[MR][NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    const reg sc = V::load(scale + v * W), bi = V::load(bias + v * W);
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m)
+      y[m][v] = V::fmadd(Q::to_float(acc[m][v]), V::mul(V::set1(sa[m]), sc), bi);
+  }
+  store_tile<V, MR, NV>(y, c, ldc, nc, e);
+}
+
+template <class V, class Q, int NR>
+struct Int8Kernels {
+  template <int M, int NV>
+  static Int8UKernel<Q> get() { return &ukernel_int8<V, Q, M, NV, NR>; }
+};
+
+// IsaGemm::run_int8 for the MR x (NV * W) int8 microkernel family: run_rows with each row block
+// quantized first.
+template <class V, class Q, int MR, int NV>
+void run_rows_int8(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  constexpr int W = V::W, NR = NV * W;
+  constexpr int G = Q::G;
+  const int64_t kp = (g.k + G - 1) / G * G;
+  const int64_t panels = (g.n + NR - 1) / NR;
+  const int64_t pstride = (2 * NR + kp / G * NR) * 4;  // bytes: bias, scale, kp / G groups
+  const Epilogue& ep = g.ep;
+  const bool nonorm = ep.norm == Norm::nonorm;
+  const bool layernorm = ep.norm == Norm::layernorm && p0 == 0 && p1 == panels;
+  alignas(64) typename Q::elem aq[MR * kMaxInt8K];
+  float sa[MR];
+  for (int64_t m = m0; m < m1; m += MR) {
+    const int mr = m1 - m < MR ? static_cast<int>(m1 - m) : MR;
+    for (int r = 0; r < mr; ++r)
+      sa[r] = quantize_row<V, Q>(g.a + (m + r) * g.lda, g.smooth, g.k, kp, aq + r * kp);
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t col = p * NR;
+      const int nc = g.n - col < NR ? static_cast<int>(g.n - col) : NR;
+      const int nv = (nc + W - 1) / W;
+      const Int8UKernel<Q> uk = mr == MR && nv == NV
+                                 ? &ukernel_int8<V, Q, MR, NV, NR>
+                                 : pick_ukernel<Int8Kernels<V, Q, NR>, MR, NV>(mr, nv);
+      uk(kp / G, aq, kp, sa, g.q8 + p * pstride, g.c + m * g.ldc + col, g.ldc, nc,
+         tile_epilogue(ep, m, col, nonorm));
+    }
+    if (layernorm)
+      layernorm_rows<V>(g.c + m * g.ldc, g.ldc, mr, g.n, ep.norm_weight, ep.norm_bias, ep.eps);
+  }
+}
+
+}  // namespace
+}  // namespace mbk::gemm

@@ -1,0 +1,160 @@
+"""The int8 GEMM through mbkernels._C (pack_weights_int8 + gemm) on every ISA this machine runs that
+has one, against `reference.int8_linear` (the definition: fp32 row quantization, exact integer sums):
+shapes around the tiles, activations at MobileBERT's scales (rows from 1e-1 to 1e7), the smoothing
+multipliers, the epilogues, the worst-case products that a saturating int16 pair sum would get wrong;
+the packing's argument errors; and an objdump check that the AVX2 kernel is vector code."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from mbkernels import backend
+from mbkernels.ops import reference
+from mbkernels.testing import rel_err
+
+_C = pytest.importorskip("mbkernels._C", reason="mbkernels._C is not built")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _int8_isa(isa: str) -> None:
+    if not any(isa == name for name in _INT8_ISAS):
+        pytest.skip(f"{isa} has no int8 GEMM kernel")
+
+
+def _has_int8(isa: str) -> bool:
+    previous = _C.get_isa()
+    _C.set_isa(isa)
+    try:
+        one, scale = torch.ones(1, 1, dtype=torch.int8), torch.ones(1)  # named: held over the call
+        _C.pack_weights_int8(one.data_ptr(), 1, 1, scale.data_ptr(), 0, 0, 1, 1)
+        return True
+    except ValueError:
+        return False
+    finally:
+        _C.set_isa(previous)
+
+
+_INT8_ISAS = [isa for isa in backend.supported_isas() if _has_int8(isa)]
+
+
+def _problem(m, n, k, seed, smooth=True):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(m, k, generator=g) * torch.logspace(-1, 7, m)[:, None]
+    w = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
+    scale = (torch.rand(n, generator=g) + 0.5) * 1e-3
+    bias = torch.randn(n, generator=g)
+    s = torch.rand(k, generator=g) + 0.25 if smooth else None
+    return a, w, scale, bias, s
+
+
+def _pack(w, scale, bias, smooth):
+    n, k = w.shape
+    return _C.pack_weights_int8(w.data_ptr(), w.stride(0), w.stride(1), scale.data_ptr(),
+                                0 if smooth is None else smooth.data_ptr(), bias.data_ptr(), n, k)
+
+
+def _gemm(a, packed, n, act="none", residual=None, threads=2):
+    c = torch.empty(a.shape[0], n)
+    _C.gemm(a.data_ptr(), a.stride(0), a.shape[0], packed, c.data_ptr(), n, act,
+            0 if residual is None else residual.data_ptr(), n, threads)
+    return c
+
+
+def test_scalar_and_the_best_isa_have_int8():
+    assert "scalar" in _INT8_ISAS
+    if backend.active_isa() == "avx2":
+        assert "avx2" in _INT8_ISAS
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (3, 15, 3), (4, 16, 4), (5, 17, 5), (37, 130, 131),
+                                   (128, 512, 128), (128, 128, 512)])
+@pytest.mark.parametrize("smooth", [True, False], ids=["smooth", "plain"])
+def test_int8_gemm_matches_the_definition(isa, threads, m, n, k, smooth):
+    _int8_isa(isa)
+    a, w, scale, bias, s = _problem(m, n, k, seed=m * 1000 + n + k, smooth=smooth)
+    packed = _pack(w, scale, bias, s)
+    assert packed.int8 and packed.isa == isa and packed.kernel.startswith("q8_gemm_")
+    got = _gemm(a, packed, n, threads=threads)
+    want = reference.int8_linear(a, w, scale, bias, s)
+    assert rel_err(got, want) <= 1e-6, f"{rel_err(got, want):.3g}"
+
+
+def test_int8_gemm_epilogue_relu_and_residual(isa):
+    _int8_isa(isa)
+    a, w, scale, bias, s = _problem(29, 40, 24, seed=3)
+    r = torch.randn(29, 40)
+    got = _gemm(a, _pack(w, scale, bias, s), 40, act="relu", residual=r)
+    want = torch.relu(reference.int8_linear(a, w, scale, bias, s)) + r
+    assert rel_err(got, want) <= 1e-6
+
+
+def test_int8_gemm_worst_case_products_are_exact(isa):
+    """|a| = |w| = 127 in every product with equal signs: int16 pair sums of 2 * 127^2 = 32258 and
+    dot products of 127^2 * K, where a saturating kernel (vpmaddubsw on u8 = a + 128) is wrong."""
+    _int8_isa(isa)
+    k = 512
+    a = torch.full((4, k), 1e7)
+    a[1, ::3] = -1e7
+    w = torch.full((16, k), 127, dtype=torch.int8)
+    w[1::2] = -127
+    got = _gemm(a, _pack(w, torch.ones(16), torch.zeros(16), None), 16)
+    signs = torch.where(a > 0, 1.0, -1.0).double()
+    want = (signs @ torch.where(w > 0, 1.0, -1.0).double().t()) * 127 * 1e7
+    assert torch.allclose(got.double(), want, rtol=1e-6, atol=0)
+
+
+def test_int8_gemm_zero_and_nonfinite_rows(isa):
+    _int8_isa(isa)
+    a, w, scale, bias, _ = _problem(3, 20, 9, seed=5)
+    a[0] = 0
+    a[1, 4] = float("nan")
+    a[2, 0] = float("inf")
+    got = _gemm(a, _pack(w, scale, bias, None), 20)
+    assert torch.equal(got[0], bias)
+    assert got[1:].isnan().all()
+
+
+@pytest.mark.parametrize("bad,message", [
+    (lambda w, s: w.__setitem__((0, 1), -128), "-128"),
+    (lambda w, s: s.__setitem__(1, 0.0), "scale"),
+    (lambda w, s: s.__setitem__(1, float("nan")), "scale"),
+])
+def test_pack_weights_int8_rejects_bad_weights(bad, message):
+    w = torch.ones(2, 3, dtype=torch.int8)
+    s = torch.ones(2)
+    bad(w, s)
+    with pytest.raises(ValueError, match=message):
+        _pack(w, s, torch.zeros(2), None)
+
+
+def test_pack_weights_int8_names_an_isa_without_int8():
+    missing = [isa for isa in backend.supported_isas() if isa not in _INT8_ISAS]
+    if not missing:
+        pytest.skip("every supported ISA has an int8 kernel")
+    previous = _C.get_isa()
+    _C.set_isa(missing[0])
+    try:
+        with pytest.raises(ValueError, match=f"'{missing[0]}' has no int8 GEMM kernel"):
+            _pack(torch.ones(2, 3, dtype=torch.int8), torch.ones(2), torch.zeros(2), None)
+    finally:
+        _C.set_isa(previous)
+
+
+def test_avx2_int8_kernel_is_vector_code():
+    """The AVX2 int8 microkernel's loop multiplies with vpmaddwd on ymm registers (int16 pairs)."""
+    objects = sorted(ROOT.glob("build/*/CMakeFiles/mbk_core.dir/csrc/core/gemm/gemm_avx2.cc.o"))
+    objdump = shutil.which("objdump")
+    if not objects or objdump is None:
+        pytest.skip("no build tree with gemm_avx2.cc.o, or no objdump")
+    asm = subprocess.run([objdump, "-d", "-C", "--no-show-raw-insn", str(objects[0])], capture_output=True,
+                         text=True, check=True).stdout
+    kernels = re.findall(r"<void mbk::gemm::\(anonymous namespace\)::ukernel_int8<[^\n]*Q, 4, 2, 16>[^\n]*>:\n"
+                         r"(.*?)\n\n", asm, re.S)
+    assert kernels, "q8_gemm_4x16__avx2's microkernel not found in the object"
+    madds = re.findall(r"vpmaddwd\s[^\n]*%ymm", kernels[0])
+    assert len(madds) >= 8, f"expected the 4x2-vector tile's 8 vpmaddwd on ymm, found {len(madds)}"
