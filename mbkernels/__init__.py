@@ -19,11 +19,12 @@ from mbkernels.heads import (
 from mbkernels.hf import from_hf, to_hf
 from mbkernels.patch import patch_hf, unpatch_hf
 from mbkernels.export import export_onnx, export_program
+from mbkernels.quantize import quantize
 
 __all__ = [
     "__version__", "use_backend", "check_finite", "NonFiniteError", "MobileBertConfig", "ops", "info", "NoNorm", "MobileBertEmbeddings",
     "MobileBertLayer", "MobileBertEncoder", "MobileBertModel", "MobileBertForPreTraining",
     "MobileBertForMaskedLM", "MobileBertForNextSentencePrediction", "MobileBertForSequenceClassification",
     "MobileBertForTokenClassification", "MobileBertForQuestionAnswering",
-    "patch_hf", "unpatch_hf", "from_hf", "to_hf", "export_program", "export_onnx",
+    "patch_hf", "unpatch_hf", "from_hf", "to_hf", "export_program", "export_onnx", "quantize",
 ]

@@ -17,6 +17,7 @@ FORWARDED = {
     "distill": ("mbkernels.distill.cli", "distil a MobileBERT student from a teacher (or pre-train a teacher)"),
     "finetune": ("mbkernels.finetune.cli:finetune_main", "fine-tune a model on a GLUE, CSV/JSONL or SQuAD task"),
     "evaluate": ("mbkernels.finetune.cli:evaluate_main", "score a fine-tuned model; writes predictions and metrics"),
+    "quantize": ("mbkernels.quantize_cli", "an int8 copy of a saved model (SmoothQuant-calibrated on a text file)"),
 }
 
 

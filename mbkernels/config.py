@@ -58,6 +58,8 @@ class MobileBertConfig:
     num_labels: int = 2
     problem_type: str | None = None
     id2label: dict[int, str] | None = field(default=None, repr=False)
+    # The int8 settings of a quantized model (mbkernels/quantize.py); None: float weights.
+    quantization_config: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -143,8 +145,9 @@ class MobileBertConfig:
     # -- config.json --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if d["id2label"] is None:
-            del d["id2label"]
+        for optional in ("id2label", "quantization_config"):
+            if d[optional] is None:
+                del d[optional]
         d["model_type"] = "mobilebert"
         return d
 

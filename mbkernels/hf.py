@@ -71,16 +71,27 @@ def from_pretrained(cls, folder: str | os.PathLike, config: MobileBertConfig | N
     if config_overrides:
         config = dataclasses.replace(config, **config_overrides)
     model = cls(config)
+    if config.quantization_config is not None:
+        from mbkernels.quantize import prepare_for_loading
+
+        prepare_for_loading(model, config.quantization_config)
     state = _match_prefix(load_state_dict(folder), "mobilebert", set(model.state_dict()))
     own = model.state_dict()
     for key, value in state.items():
         if key in own and tuple(own[key].shape) != tuple(value.shape):
             raise ValueError(f"checkpoint key {key!r}: expected shape {tuple(own[key].shape)} from config.json, "
                              f"got {tuple(value.shape)} (the config is inconsistent with the weights)")
+        if key in own and (own[key].dtype == torch.int8) != (value.dtype == torch.int8):
+            raise ValueError(f"checkpoint key {key!r}: expected {own[key].dtype} (config.json's "
+                             f"quantization_config), got {value.dtype}")
     result = model.load_state_dict(state, strict=False)
     model.tie_weights()
     missing = [k for k in result.missing_keys if k not in model.tied_keys]
     unexpected = list(result.unexpected_keys)
+    int8_missing = [k for k in missing if own[k].dtype == torch.int8 or k.endswith(("weight_scale", "input_smooth"))]
+    if int8_missing:
+        raise ValueError(f"loading {cls.__name__} from {str(folder)!r}: config.json's quantization_config names "
+                         f"int8 weights the checkpoint lacks: {int8_missing[:5]}")
     info = {"missing_keys": missing, "unexpected_keys": unexpected}
     if missing or unexpected:
         message = (f"loading {cls.__name__} from {str(folder)!r}: missing keys {missing} "
@@ -216,6 +227,9 @@ def to_hf(model: nn.Module, share: bool = False, attn_implementation: str | None
     import transformers
 
     cls = _counterpart(model, transformers)
+    if model.config.quantization_config is not None:
+        raise ValueError("model: expected a float32 model, got an int8-quantized one (transformers cannot run "
+                         "mbkernels' int8 Linears)")
     hf_config = to_hf_config(model.config, attn_implementation)
     with torch.device("meta"):
         theirs = cls(hf_config)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from mbkernels.ops import _derived
+from mbkernels.ops import _derived, int8
 
 NORMS = ("nonorm", "layernorm")
 ACTS = ("relu", "gelu")
@@ -114,6 +114,8 @@ def _common(op: _Op, signature: Signature, args, fake: bool = False) -> None:
             if dt is dtype:
                 continue
             if not dt.is_floating_point:
+                if int8.form(t) is not None:  # a quantized Linear's weight (ops/int8.py)
+                    continue
                 op.fail_type(_at(arg, i), "a floating-point tensor", dt)
             if dtype is None:
                 dtype, first_float = dt, (arg, i)
@@ -366,7 +368,7 @@ def _encoder_weights(op, h, weights, num_layers, num_heads, mode, norm, act, eps
                 lop.fail("output bottleneck weight", f"{hidden} rows (h's last dim)", tuple(w[-4].shape))
         elif width != hidden:
             op.fail("use_bottleneck", f"True (the attention width {width} differs from h's {hidden})", False)
-    return WeightSet(float32=all(t is None or t.dtype == torch.float32 for t in present))
+    return WeightSet(float32=all(t is None or t.dtype == torch.float32 or int8.form(t) is not None for t in present))
 
 
 _CHECKS = {"nonorm": _nonorm, "layernorm": _nonorm, "linear_norm": _linear_norm, "attention": _attention,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from mbkernels import backend
-from mbkernels.ops import _packed
+from mbkernels.ops import _packed, int8
 
 
 def ptr(t: torch.Tensor | None) -> int:
@@ -26,8 +26,9 @@ def threads() -> int:
 
 
 def float32(*tensors: torch.Tensor | None) -> bool:
-    """Whether every given tensor is float32 (None is fine): what the C++ kernels take."""
-    return all(t is None or t.dtype == torch.float32 for t in tensors)
+    """Whether every given tensor is float32 or an int8 weight (ops/int8.py; None is fine): what the
+    C++ kernels take."""
+    return all(t is None or t.dtype == torch.float32 or int8.form(t) is not None for t in tensors)
 
 
 def rows(t: torch.Tensor, cols: int) -> tuple[torch.Tensor, int]:

@@ -33,7 +33,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 
 from mbkernels import backend
-from mbkernels.ops import _derived
+from mbkernels.ops import _derived, int8
 
 T = TypeVar("T")
 
@@ -64,8 +64,13 @@ def prepared(key: tuple, tensors: Sequence[torch.Tensor | None], build: Callable
 
 def packed(linears: Sequence[tuple[torch.Tensor, torch.Tensor | None]]):
     """The packed form of the Linears `(weight [n_i, k], bias [n_i] or None)` stacked along n, for
-    the active ISA. Weights are float32 CPU tensors (checked by the caller), any strides."""
-    return prepared(("packed",), [t for pair in linears for t in pair], lambda: _packed(linears))
+    the active ISA. Weights are float32 CPU tensors (checked by the caller), any strides, or all
+    int8 weights (ops/int8.py) sharing one smooth: packed for the int8 GEMM with their scales."""
+    forms = [int8.form(w) for w, _ in linears]
+    if forms[0] is None:
+        return prepared(("packed",), [t for pair in linears for t in pair], lambda: _packed(linears))
+    tensors = [t for (w, b), f in zip(linears, forms) for t in (w, b, *(f or (None, None)))]
+    return prepared(("packed int8",), tensors, lambda: _packed_int8(linears, forms))
 
 
 def _packed(linears):
@@ -93,6 +98,25 @@ def _packed(linears):
                 del _entries[stale]
             _sweep_at = max(_FIRST_SWEEP, 2 * len(_entries))
     return result
+
+
+def _packed_int8(linears, forms):
+    """The int8 packing (no storage-keyed cache: a quantized model's weights are few and frozen)."""
+    if any(f is None for f in forms):
+        raise TypeError("a GEMM stacks int8 and float32 weights (quantize every Linear that reads the same input, "
+                        "or none)")
+    smooth = forms[0].smooth
+    if any((f.smooth is None) != (smooth is None) or (smooth is not None and not torch.equal(f.smooth, smooth))
+           for f in forms):
+        raise ValueError("int8 weights stacked into one GEMM read one input: expected one input_smooth for all "
+                         "of them, got different ones")
+    weight, bias = _stacked(linears)
+    scale = torch.cat([f.scale for f in forms]).float().contiguous()
+    smooth = None if smooth is None else smooth.float().contiguous()
+    n, k = weight.shape
+    return backend._C.pack_weights_int8(weight.data_ptr(), weight.stride(0), weight.stride(1), scale.data_ptr(),
+                                        0 if smooth is None else smooth.data_ptr(),
+                                        0 if bias is None else bias.data_ptr(), n, k)
 
 
 def _stacked(linears) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from mbkernels import backend, checks
-from mbkernels.ops import _arguments
+from mbkernels.ops import _arguments, int8
 from mbkernels.ops.dropout import new_seed
 
 
@@ -89,6 +89,8 @@ class OpDef:
                 # and compiled calls see it as an argument.
                 args = (*args[:self._seed], new_seed(), *args[self._seed + 1:])
             if _wants_grad(self.signature, args):
+                if int8.any_int8(self.tensors(args)):
+                    raise int8.no_gradient_error(self.name)
                 out = self.op(*args, True)[:-1]
             elif torch.compiler.is_compiling():
                 out = self.op(*args, False)[:-1]
@@ -108,6 +110,8 @@ class OpDef:
         device = _first_tensor(self.signature, args).device
         current = backend.current_backend()
         if current == "triton" or device.type == "cuda":
+            if int8.any_int8(self.tensors(args)):
+                return None  # no int8 Triton kernel: the reference computes the int8 definition
             wanted = "triton"
         elif device.type == "cpu" and backend._C is not None:
             wanted = "cpu"

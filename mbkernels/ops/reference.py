@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mbkernels.ops import int8
 from mbkernels.ops.dropout import dropout
 
 # Dropout streams: one seed per op call, one stream per dropout site inside the op.
@@ -66,10 +67,18 @@ def int8_linear(x, weight, scale, bias=None, smooth=None):
     return y if bias is None else y + bias
 
 
+def linear(x, weight, bias=None):
+    """`x Wᵀ + bias`: F.linear, or int8_linear when `weight` is an int8 weight (ops/int8.py)."""
+    q = int8.form(weight)
+    if q is None:
+        return F.linear(x, weight, bias)
+    return int8_linear(x, weight, q.scale, bias, q.smooth).to(x.dtype)
+
+
 def linear_norm(x, weight, bias, norm_weight, norm_bias, residual=None, norm_kind="nonorm", eps=1e-12,
                 dropout_p=0.0, seed=None):
     """`norm(dropout(x Wᵀ + bias) [+ residual])`."""
-    y = dropout(F.linear(x, weight, bias), dropout_p, seed)
+    y = dropout(linear(x, weight, bias), dropout_p, seed)
     return norm(y, norm_weight, norm_bias, residual, norm_kind, eps)
 
 
@@ -112,10 +121,10 @@ def bottleneck_attention(h, key_mask,
     if mode == "none":
         residual = h
     else:
-        residual = norm(F.linear(h, input_weight, input_bias), input_norm_weight, input_norm_bias,
+        residual = norm(linear(h, input_weight, input_bias), input_norm_weight, input_norm_bias,
                         None, norm_kind, eps)
     if mode == "shared":
-        qk_in = norm(F.linear(h, attention_weight, attention_bias), attention_norm_weight,
+        qk_in = norm(linear(h, attention_weight, attention_bias), attention_norm_weight,
                      attention_norm_bias, None, norm_kind, eps)
         v_in = h
     elif mode == "bottleneck":
@@ -124,12 +133,12 @@ def bottleneck_attention(h, key_mask,
         qk_in = v_in = h
     else:
         raise ValueError(f"mode: expected 'shared', 'bottleneck', 'full' or 'none', got {mode!r}")
-    q = _split_heads(F.linear(qk_in, query_weight, query_bias), num_heads)
-    k = _split_heads(F.linear(qk_in, key_weight, key_bias), num_heads)
-    v = _split_heads(F.linear(v_in, value_weight, value_bias), num_heads)
+    q = _split_heads(linear(qk_in, query_weight, query_bias), num_heads)
+    k = _split_heads(linear(qk_in, key_weight, key_bias), num_heads)
+    v = _split_heads(linear(v_in, value_weight, value_bias), num_heads)
     ctx, scores = attention(q, k, v, key_mask, attn_dropout_p, seed, return_scores)
     ctx = ctx.transpose(1, 2).flatten(2)  # not reshape(B, S, -1): -1 is ambiguous for an empty batch
-    y = dropout(F.linear(ctx, output_weight, output_bias), hidden_dropout_p, seed, HIDDEN_STREAM)
+    y = dropout(linear(ctx, output_weight, output_bias), hidden_dropout_p, seed, HIDDEN_STREAM)
     return norm(y, output_norm_weight, output_norm_bias, residual, norm_kind, eps), scores
 
 
@@ -140,7 +149,7 @@ def ffn_stack(x, intermediate_weights, intermediate_biases, output_weights, outp
     (where HF applies hidden dropout: only in a layer without a bottleneck)."""
     n = len(intermediate_weights)
     for i in range(n):
-        y = F.linear(activation(F.linear(x, intermediate_weights[i], intermediate_biases[i]), act),
+        y = linear(activation(linear(x, intermediate_weights[i], intermediate_biases[i]), act),
                      output_weights[i], output_biases[i])
         if i == n - 1:
             y = dropout(y, dropout_p, seed)
@@ -167,7 +176,7 @@ def embedding(input_ids, inputs_embeds, token_type_ids, position_ids, word_embed
     if trigram_input:
         e = trigram(e)
     if transformation_weight is not None:
-        e = F.linear(e, transformation_weight, transformation_bias)
+        e = linear(e, transformation_weight, transformation_bias)
     e = e + F.embedding(position_ids, position_embeddings) + F.embedding(token_type_ids, token_type_embeddings)
     return dropout(norm(e, norm_weight, norm_bias, None, norm_kind, eps), dropout_p, seed)
 
