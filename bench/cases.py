@@ -25,8 +25,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.harness import (MODULE_PROVIDERS, OP_PROVIDERS, ORT_INFO, Provider, Spec, UpstreamGrads, Workload,
-                           case, compile_hf, compile_info, compiled, first, float_leaves, forward_step,
+from bench.harness import (MODULE_PROVIDERS, OP_PROVIDERS, ORT_INFO, ORT_INT8_INFO, Provider, Spec, UpstreamGrads,
+                           Workload, case, compile_hf, compile_info, compiled, first, float_leaves, forward_step,
                            leaf_copies, ort_session)
 from mbkernels import MobileBertConfig, MobileBertModel, flops, patch_hf, use_backend
 from mbkernels.testing import realistic_init_
@@ -309,6 +309,35 @@ def model_hf_patched(spec: Spec) -> Workload:
                  "hf": whole.providers["hf"]}
     return Workload(whole.flops, providers, whole.expected, {**whole.info, "shape": "HF MobileBertModel "
                     f"(mobilebert preset, {whole.info['layers']} layers) patched by mbkernels.patch_hf, ids [B, S]"})
+
+
+@case("model_int8", kind="model", providers=("fused", "ort"), modes=("infer",), devices=("cpu",), dtypes=("int8",))
+def model_int8(spec: Spec) -> Workload:
+    """The "model" point's weights in int8: ours quantized by `mbkernels.quantize` (SmoothQuant
+    calibrated on 4 random batches of 128 tokens) against the HF twin exported to ONNX and quantized by
+    ONNX Runtime. The output check is against the float32 model's reference: what int8 costs."""
+    from mbkernels import quantize
+
+    fp32_spec = dataclasses.replace(spec, dtype="fp32")
+    fp32 = model(fp32_spec)
+    m = models(fp32_spec, fp32.info["layers"])  # the weights fp32's point built
+    ids, mask = _ids(spec, CONFIG.vocab_size)
+    g = torch.Generator().manual_seed(1)
+    calibration = [torch.randint(1, CONFIG.vocab_size, (4, 128), generator=g) for _ in range(4)]
+
+    def fused_step():
+        int8_model = quantize(copy.deepcopy(m.ours), calibration)
+        return forward_step(spec, lambda: int8_model(ids, attention_mask=mask), [], UpstreamGrads())
+
+    def ort_step():
+        session, feeds = ort_session(_LastHidden(m.hf).eval(), (ids, mask), ["input_ids", "attention_mask"],
+                                     int8=True)
+        return lambda: session.run(None, feeds)[0]
+
+    providers = {"fused": Provider(fused_step, info={"fused": "mbkernels.quantize(model, calibration), smooth_alpha 0.5"}),
+                 "ort": Provider(ort_step, info=dict(ORT_INT8_INFO))}
+    return Workload(fp32.flops, providers, fp32.expected, {**fp32.info, "shape": "MobileBertModel (mobilebert "
+                    f"preset, {fp32.info['layers']} layers), int8 Linears, ids [B, S]"})
 
 
 # -- a whole fine-tuning step ------------------------------------------------------------------------
