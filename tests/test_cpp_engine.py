@@ -131,6 +131,42 @@ def test_engine_matches_python(case, tmp_path):
 
 
 @requires_native
+@pytest.mark.parametrize("case", list(CASES))
+def test_engine_runs_int8_folders(case, tmp_path):
+    """A folder `mbkernels.quantize` wrote (SmoothQuant-calibrated) runs in the engine with the same
+    int8 GEMMs: the engine's output matches the quantized Python model's, every attention mode."""
+    cls, config, head, field = CASES[case]
+    config = small(config)
+    model = cls(config)
+    realistic_init_(model)
+    g = torch.Generator().manual_seed(3)
+    calibration = [torch.randint(1, config.vocab_size, (2, 12), generator=g) for _ in range(2)]
+    mbkernels.quantize(model.eval(), calibration)
+    model.save_pretrained(tmp_path)
+    batch = padded_batch(config.vocab_size, tmp_path)
+    ref, ref_hidden = python_outputs(model, batch, field)
+    for name, out, want in (("hidden", run_engine(NATIVE, tmp_path, "hidden"), ref_hidden),
+                            (head, run_engine(NATIVE, tmp_path, head) if head != "hidden" else None, ref)):
+        if out is not None:
+            err = rel_err(out.reshape(want.shape), want)
+            assert err <= 1e-4, f"{case} int8: {name} rel err {err:.3g} > 1e-4"
+
+
+@requires_native
+def test_engine_refuses_an_unknown_int8_format(tmp_path):
+    config = small(MobileBertConfig.mobilebert())
+    model = mbkernels.quantize(mbkernels.MobileBertModel(config).eval(), smooth_alpha=None)
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["quantization_config"]["version"] = 2
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "ids.txt").write_text("1 2 3\n")
+    r = subprocess.run([str(NATIVE), str(tmp_path), "--input", str(tmp_path / "ids.txt")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "quantization_config" in r.stderr and "version 2" in r.stderr, r.stderr
+
+
+@requires_native
 @pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512", "neon", "avx512-simde"])
 def test_engine_every_isa(isa, tmp_path):
     """The default preset through each ISA's kernels (neon on x86 and avx512-simde: SIMDe builds)."""

@@ -59,6 +59,15 @@ MobileBertConfig MobileBertConfig::from_json_file(const std::string& path) {
   read(j, "key_query_shared_bottleneck", c.key_query_shared_bottleneck, path);
   read(j, "classifier_activation", c.classifier_activation, path);
   read(j, "architectures", c.architectures, path);
+  if (j.contains("quantization_config") && j["quantization_config"].is_object()) {
+    const nlohmann::json& q = j["quantization_config"];
+    read(q, "quant_method", c.quant_method, path);
+    int64_t version = 0;
+    read(q, "version", version, path);
+    require(c.quant_method == "mbkernels-int8" && version == 1, path, "quantization_config",
+            "quant_method \"mbkernels-int8\" version 1 (mbkernels.quantize)",
+            "quant_method \"" + c.quant_method + "\" version " + std::to_string(version));
+  }
   // HF writes id2label rather than num_labels for classification checkpoints.
   if (j.contains("id2label") && j["id2label"].is_object() && !j.contains("num_labels"))
     c.num_labels = static_cast<int64_t>(j["id2label"].size());

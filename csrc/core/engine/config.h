@@ -18,6 +18,9 @@ struct MobileBertConfig {
   bool trigram_input = true, use_bottleneck = true, use_bottleneck_attention = false;
   bool key_query_shared_bottleneck = true, classifier_activation = true;
   std::vector<std::string> architectures;  // e.g. {"MobileBertForMaskedLM"}; may be empty
+  // An int8 checkpoint (mbkernels.quantize): quantization_config.quant_method "mbkernels-int8",
+  // version 1; its Linears are read from their I8 weights and scales. Empty: float weights.
+  std::string quant_method;
 
   // Reads path (config.json); fields it lacks keep HF's defaults (above). Throws
   // std::runtime_error naming the file and field on a malformed value, and naming the field

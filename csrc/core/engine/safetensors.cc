@@ -97,8 +97,16 @@ std::vector<int64_t> SafeTensors::shape(const std::string& name) const {
   return it->second.shape;
 }
 
-std::vector<float> SafeTensors::get(const std::string& name,
-                                    const std::vector<int64_t>& expected) const {
+std::string SafeTensors::dtype(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end())
+    throw std::runtime_error("safetensors: '" + path_ + "' has no tensor '" + name + "'");
+  return it->second.dtype;
+}
+
+const SafeTensors::Entry& SafeTensors::checked(const std::string& name,
+                                               const std::vector<int64_t>& expected,
+                                               int width) const {
   auto it = entries_.find(name);
   if (it == entries_.end())
     throw std::runtime_error("safetensors: '" + path_ + "' has no tensor '" + name + "'");
@@ -108,15 +116,23 @@ std::vector<float> SafeTensors::get(const std::string& name,
                              shape_str(expected) + ", got " + shape_str(e.shape));
   int64_t n = 1;
   for (int64_t d : e.shape) n *= d;
-  const int width = e.dtype == "F32" ? 4 : (e.dtype == "F16" || e.dtype == "BF16") ? 2 : 0;
-  if (width == 0)
-    throw std::runtime_error("safetensors: tensor '" + name + "': expected dtype F32, F16 or "
-                             "BF16, got " + e.dtype);
   if (e.end - e.begin != static_cast<uint64_t>(n) * width)
     throw std::runtime_error("safetensors: tensor '" + name + "': " +
                              std::to_string(e.end - e.begin) + " bytes for shape " +
                              shape_str(e.shape) + " of " + e.dtype);
-  std::vector<float> out(static_cast<size_t>(n));
+  return e;
+}
+
+std::vector<float> SafeTensors::get(const std::string& name,
+                                    const std::vector<int64_t>& expected) const {
+  const std::string type = dtype(name);
+  const int width = type == "F32" ? 4 : (type == "F16" || type == "BF16") ? 2 : 0;
+  if (width == 0)
+    throw std::runtime_error("safetensors: tensor '" + name + "': expected dtype F32, F16 or "
+                             "BF16, got " + type);
+  const Entry& e = checked(name, expected, width);
+  std::vector<float> out(static_cast<size_t>((e.end - e.begin) / width));
+  const int64_t n = static_cast<int64_t>(out.size());
   const unsigned char* src = data_.data() + e.begin;
   // Little-endian on every target this builds for (x86-64, AArch64).
   if (width == 4) {
@@ -133,6 +149,17 @@ std::vector<float> SafeTensors::get(const std::string& name,
       }
     }
   }
+  return out;
+}
+
+std::vector<int8_t> SafeTensors::get_int8(const std::string& name,
+                                          const std::vector<int64_t>& expected) const {
+  const std::string type = dtype(name);
+  if (type != "I8")
+    throw std::runtime_error("safetensors: tensor '" + name + "': expected dtype I8, got " + type);
+  const Entry& e = checked(name, expected, 1);
+  std::vector<int8_t> out(static_cast<size_t>(e.end - e.begin));
+  std::memcpy(out.data(), data_.data() + e.begin, out.size());
   return out;
 }
 

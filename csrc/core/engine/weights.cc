@@ -21,10 +21,14 @@ class Reader {
     used_.insert(full);
     return st_.get(full, shape);
   }
+  std::vector<int8_t> get_int8(const std::string& name, std::vector<int64_t> shape,
+                               bool backbone = true) {
+    const std::string full = (backbone ? prefix_ : "") + name;
+    used_.insert(full);
+    return st_.get_int8(full, shape);
+  }
   Packed linear(const std::string& name, int64_t out, int64_t in, bool backbone = true) {
-    const std::vector<float> w = get(name + ".weight", {out, in}, backbone);
-    const std::vector<float> b = get(name + ".bias", {out}, backbone);
-    return std::make_unique<gemm::PackedWeights>(w.data(), in, 1, b.data(), out, in, isa_);
+    return stacked({name}, out, in, backbone);
   }
   // <name>.dense and <name>.LayerNorm.
   DenseNorm dense_norm(const std::string& name, int64_t out, int64_t in, bool backbone = true) {
@@ -34,17 +38,39 @@ class Reader {
     d.norm_bias = get(name + ".LayerNorm.bias", {out}, backbone);
     return d;
   }
-  // Linears [out, in] with the same input stacked into one [count·out, in] GEMM, in order.
-  Packed stacked(const std::vector<std::string>& names, int64_t out, int64_t in) {
-    std::vector<float> w, bias;
+  // Linears [out, in] with the same input stacked into one [count·out, in] GEMM, in order. int8
+  // Linears (an I8 weight with its weight_scale, and input_smooth where the checkpoint has one)
+  // go into the int8 GEMM; a stack is all int8 with one smooth, or all float.
+  Packed stacked(const std::vector<std::string>& names, int64_t out, int64_t in,
+                 bool backbone = true) {
+    const bool int8 = st_.dtype((backbone ? prefix_ : "") + names[0] + ".weight") == "I8";
+    std::vector<float> w, bias, scale, smooth;
+    std::vector<int8_t> wq;
     for (const std::string& n : names) {
-      const std::vector<float> wi = get(n + ".weight", {out, in});
-      const std::vector<float> bi = get(n + ".bias", {out});
-      w.insert(w.end(), wi.begin(), wi.end());
+      const std::vector<float> bi = get(n + ".bias", {out}, backbone);
       bias.insert(bias.end(), bi.begin(), bi.end());
+      if (!int8) {
+        const std::vector<float> wi = get(n + ".weight", {out, in}, backbone);
+        w.insert(w.end(), wi.begin(), wi.end());
+        continue;
+      }
+      const std::vector<int8_t> qi = get_int8(n + ".weight", {out, in}, backbone);
+      const std::vector<float> si = get(n + ".weight_scale", {out}, backbone);
+      wq.insert(wq.end(), qi.begin(), qi.end());
+      scale.insert(scale.end(), si.begin(), si.end());
+      std::vector<float> mi;
+      if (has(n + ".input_smooth", backbone)) mi = get(n + ".input_smooth", {in}, backbone);
+      if (n != names[0] && mi != smooth)
+        throw std::runtime_error("weights: '" + n + "' is stacked with '" + names[0] +
+                                 "' (they read one input) but has a different input_smooth");
+      smooth = mi;
     }
     const int64_t n = out * static_cast<int64_t>(names.size());
-    return std::make_unique<gemm::PackedWeights>(w.data(), in, 1, bias.data(), n, in, isa_);
+    if (!int8)
+      return std::make_unique<gemm::PackedWeights>(w.data(), in, 1, bias.data(), n, in, isa_);
+    const float* m = smooth.empty() ? nullptr : smooth.data();
+    const gemm::Int8Weight q{wq.data(), in, 1, scale.data(), m};
+    return std::make_unique<gemm::PackedWeights>(q, bias.data(), n, in, isa_);
   }
   Isa isa() const { return isa_; }
   std::vector<std::string> unused() const {
