@@ -50,6 +50,8 @@ def info() -> dict:
         "compiled_isas": backend.compiled_isas(),
         "supported_isas": backend.supported_isas(),
         "active_isa": backend.active_isa(),
+        "gemm_kernels": ", ".join(k for k in (backend._C.gemm_kernel(), backend._C.int8_gemm_kernel()) if k)
+        if backend._C is not None else None,
         "extension": "built" if backend._C is not None else f"not built ({backend.C_IMPORT_ERROR})",
         "backend": backend.current_backend(),
         "cuda_available": torch.cuda.is_available(),

@@ -68,6 +68,14 @@ PYBIND11_MODULE(_C, m) {
         "Make the kernels use isa; ValueError if it is unknown, not compiled or not supported.");
   m.def("gemm_kernel", [] { return std::string(gemm::tile(active_isa()).name); },
         "The GEMM microkernel the active ISA runs, e.g. 'f32_gemm_6x16__avx2'.");
+  m.def("int8_gemm_kernel", []() -> std::string {
+        try {
+          return gemm::int8_tile(active_isa()).name;
+        } catch (const std::invalid_argument&) {
+          return "";  // this ISA has no int8 kernel
+        }
+      },
+      "The int8 GEMM microkernel the active ISA runs (e.g. 'q8_gemm_4x16__avx2'), '' if it has none.");
   m.def("fma_peak_gflops", &fma_peak_gflops, py::arg("threads"), py::arg("seconds"), nogil(),
         "Measured fp32 FMA throughput in GFLOP/s: `threads` threads of independent vector FMAs on "
         "the best ISA for `seconds` (the benchmarks' CPU fp32 peak).");
