@@ -1,9 +1,13 @@
-"""The int8 GEMM through mbkernels._C (pack_weights_int8 + gemm) on every ISA this machine runs that
-has one, against `reference.int8_linear` (the definition: fp32 row quantization, exact integer sums):
-shapes around the tiles, activations at MobileBERT's scales (rows from 1e-1 to 1e7), the smoothing
-multipliers, the epilogues, the worst-case products that a saturating int16 pair sum would get wrong;
-the packing's argument errors; and an objdump check that the AVX2 kernel is vector code."""
+"""The int8 GEMM through mbkernels._C (pack_weights_int8 + gemm) on every int8 kernel this machine runs
+(each ISA's, and its dot-product variant where it has one: NEON's sdot, AVX-512 VNNI's vpdpbusd, through
+SIMDe on x86), against `reference.int8_linear` (the definition: fp32 row quantization, exact integer
+sums): shapes around the tiles, activations at MobileBERT's scales (rows from 1e-1 to 1e7), the
+smoothing multipliers, the epilogues, the worst-case products that a saturating int16 pair sum would get
+wrong; the run-time choice of variant; the packing's argument errors; and objdump checks that the
+native kernels (AVX2, AVX-512 and VNNI here, NEON and its dot product in the aarch64 cross build) hold
+their vector instructions."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +23,7 @@ from mbkernels.testing import rel_err
 _C = pytest.importorskip("mbkernels._C", reason="mbkernels._C is not built")
 
 ROOT = Path(__file__).resolve().parents[1]
+AARCH64_BUILD = Path(os.environ.get("MBK_AARCH64_BUILD", ROOT / "build" / "aarch64"))
 
 
 def _int8_isa(isa: str) -> None:
@@ -42,6 +47,18 @@ def _has_int8(isa: str) -> bool:
 _INT8_ISAS = [isa for isa in backend.supported_isas() if _has_int8(isa)]
 
 
+@pytest.fixture(params=["base", "dot"])
+def variant(request, isa):
+    """The active ISA's int8 kernel of that variant; skips where the ISA or this CPU has none."""
+    _int8_isa(isa)
+    one, scale = torch.ones(1, 1, dtype=torch.int8), torch.ones(1)
+    try:
+        _C.pack_weights_int8(one.data_ptr(), 1, 1, scale.data_ptr(), 0, 0, 1, 1, request.param)
+    except ValueError as e:
+        pytest.skip(str(e))
+    return request.param
+
+
 def _problem(m, n, k, seed, smooth=True):
     g = torch.Generator().manual_seed(seed)
     a = torch.randn(m, k, generator=g) * torch.logspace(-1, 7, m)[:, None]
@@ -52,10 +69,10 @@ def _problem(m, n, k, seed, smooth=True):
     return a, w, scale, bias, s
 
 
-def _pack(w, scale, bias, smooth):
+def _pack(w, scale, bias, smooth, variant="best"):
     n, k = w.shape
     return _C.pack_weights_int8(w.data_ptr(), w.stride(0), w.stride(1), scale.data_ptr(),
-                                0 if smooth is None else smooth.data_ptr(), bias.data_ptr(), n, k)
+                                0 if smooth is None else smooth.data_ptr(), bias.data_ptr(), n, k, variant)
 
 
 def _gemm(a, packed, n, act="none", residual=None, threads=2):
@@ -74,10 +91,9 @@ def test_scalar_and_the_best_isa_have_int8():
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (3, 15, 3), (4, 16, 4), (5, 17, 5), (37, 130, 131),
                                    (128, 512, 128), (128, 128, 512)])
 @pytest.mark.parametrize("smooth", [True, False], ids=["smooth", "plain"])
-def test_int8_gemm_matches_the_definition(isa, threads, m, n, k, smooth):
-    _int8_isa(isa)
+def test_int8_gemm_matches_the_definition(isa, variant, threads, m, n, k, smooth):
     a, w, scale, bias, s = _problem(m, n, k, seed=m * 1000 + n + k, smooth=smooth)
-    packed = _pack(w, scale, bias, s)
+    packed = _pack(w, scale, bias, s, variant)
     assert packed.int8 and packed.isa == isa and packed.kernel.startswith("q8_gemm_")
     got = _gemm(a, packed, n, threads=threads)
     want = reference.int8_linear(a, w, scale, bias, s)
@@ -93,16 +109,15 @@ def test_int8_gemm_epilogue_relu_and_residual(isa):
     assert rel_err(got, want) <= 1e-6
 
 
-def test_int8_gemm_worst_case_products_are_exact(isa):
+def test_int8_gemm_worst_case_products_are_exact(isa, variant):
     """|a| = |w| = 127 in every product with equal signs: int16 pair sums of 2 * 127^2 = 32258 and
     dot products of 127^2 * K, where a saturating kernel (vpmaddubsw on u8 = a + 128) is wrong."""
-    _int8_isa(isa)
     k = 512
     a = torch.full((4, k), 1e7)
     a[1, ::3] = -1e7
     w = torch.full((16, k), 127, dtype=torch.int8)
     w[1::2] = -127
-    got = _gemm(a, _pack(w, torch.ones(16), torch.zeros(16), None), 16)
+    got = _gemm(a, _pack(w, torch.ones(16), torch.zeros(16), None, variant), 16)
     signs = torch.where(a > 0, 1.0, -1.0).double()
     want = (signs @ torch.where(w > 0, 1.0, -1.0).double().t()) * 127 * 1e7
     assert torch.allclose(got.double(), want, rtol=1e-6, atol=0)
@@ -145,16 +160,78 @@ def test_pack_weights_int8_names_an_isa_without_int8():
         _C.set_isa(previous)
 
 
+def test_best_variant_is_the_dot_product_where_the_cpu_has_it(isa):
+    _int8_isa(isa)
+    one, scale = torch.ones(1, 1, dtype=torch.int8), torch.ones(1)
+    kernels = {}
+    for variant in ("base", "dot", "best"):
+        try:
+            kernels[variant] = _C.pack_weights_int8(one.data_ptr(), 1, 1, scale.data_ptr(), 0, 0, 1, 1,
+                                                    variant).kernel
+        except ValueError:
+            pass
+    assert kernels["best"] == kernels.get("dot", kernels["base"])
+    with pytest.raises(ValueError, match="variant"):
+        _C.pack_weights_int8(one.data_ptr(), 1, 1, scale.data_ptr(), 0, 0, 1, 1, "fast")
+
+
+def _release_object(source, builds=None):
+    """The object of csrc/core/gemm/<source> in a Release build tree (the Debug ones are unoptimized)."""
+    for build in builds or sorted(ROOT.glob("build/*")):
+        cache = build / "CMakeCache.txt"
+        obj = build / "CMakeFiles" / "mbk_core.dir" / "csrc" / "core" / "gemm" / f"{source}.o"
+        if obj.exists() and cache.exists() and "CMAKE_BUILD_TYPE:STRING=Release" in cache.read_text():
+            return obj
+    return None
+
+
+def _ukernel(objdump, obj, tile):
+    """The disassembly of the int8 microkernel ukernel_int8<V, Q, tile...> in obj."""
+    asm = subprocess.run([objdump, "-d", "-C", "--no-show-raw-insn", str(obj)], capture_output=True, text=True,
+                         check=True).stdout
+    kernels = re.findall(r"<void mbk::gemm::\(anonymous namespace\)::ukernel_int8<[^\n]*Q, "
+                         + tile + r">[^\n]*>:\n(.*?)\n\n", asm, re.S)
+    assert kernels, f"ukernel_int8<..., {tile}> not found in {obj}"
+    return kernels[0]
+
+
 def test_avx2_int8_kernel_is_vector_code():
     """The AVX2 int8 microkernel's loop multiplies with vpmaddwd on ymm registers (int16 pairs)."""
-    objects = sorted(ROOT.glob("build/*/CMakeFiles/mbk_core.dir/csrc/core/gemm/gemm_avx2.cc.o"))
-    objdump = shutil.which("objdump")
-    if not objects or objdump is None:
-        pytest.skip("no build tree with gemm_avx2.cc.o, or no objdump")
-    asm = subprocess.run([objdump, "-d", "-C", "--no-show-raw-insn", str(objects[0])], capture_output=True,
-                         text=True, check=True).stdout
-    kernels = re.findall(r"<void mbk::gemm::\(anonymous namespace\)::ukernel_int8<[^\n]*Q, 4, 2, 16>[^\n]*>:\n"
-                         r"(.*?)\n\n", asm, re.S)
-    assert kernels, "q8_gemm_4x16__avx2's microkernel not found in the object"
-    madds = re.findall(r"vpmaddwd\s[^\n]*%ymm", kernels[0])
+    obj, objdump = _release_object("gemm_avx2.cc"), shutil.which("objdump")
+    if obj is None or objdump is None:
+        pytest.skip("no Release build tree with gemm_avx2.cc.o, or no objdump")
+    madds = re.findall(r"vpmaddwd\s[^\n]*%ymm", _ukernel(objdump, obj, "4, 2, 16"))
     assert len(madds) >= 8, f"expected the 4x2-vector tile's 8 vpmaddwd on ymm, found {len(madds)}"
+
+
+@pytest.mark.parametrize("source,instructions", [
+    ("gemm_avx512.cc", [r"vpmaddwd\s[^\n]*%zmm", r"vpaddd\s[^\n]*%zmm"]),
+    ("gemm_avx512_vnni.cc", [r"vpdpbusd\s[^\n]*%zmm"]),
+], ids=["avx512", "avx512vnni"])
+def test_avx512_int8_kernels_are_vector_code(source, instructions):
+    """The native AVX-512 int8 microkernels (compiled here, whether or not this CPU runs them): the 6x64
+    tile's 24 vpmaddwd + vpaddd on zmm without VNNI, its 24 vpdpbusd on zmm with."""
+    obj, objdump = _release_object(source), shutil.which("objdump")
+    if obj is None or objdump is None:
+        pytest.skip(f"no Release build tree with {source}.o, or no objdump")
+    kernel = _ukernel(objdump, obj, "6, 4, 64")
+    for pattern in instructions:
+        found = re.findall(pattern, kernel)
+        assert len(found) >= 24, f"expected the 6x4-vector tile's 24 of {pattern}, found {len(found)}"
+
+
+@pytest.mark.parametrize("source,instructions", [
+    ("gemm_neon_int8.cc", ["smull", "smull2", "addp", "sadalp"]),
+    ("gemm_neon_dot.cc", ["sdot"]),
+], ids=["neon", "neondot"])
+def test_neon_int8_kernels_are_vector_code(source, instructions):
+    """The cross-built NEON int8 microkernels: the 6x16 tile's 24 sdot with the dot product, its 24 each
+    of smull, smull2, addp and sadalp without."""
+    obj, objdump = _release_object(source, [AARCH64_BUILD]), shutil.which("aarch64-linux-gnu-objdump")
+    if obj is None or objdump is None:
+        pytest.skip(f"no aarch64 Release cross build with {source}.o, or no aarch64-linux-gnu-objdump")
+    kernel = _ukernel(objdump, obj, "6, 4, 16")
+    for name in instructions:
+        found = re.findall(rf"\t{name}\tv\d+\.4s", kernel) if name in ("sdot", "sadalp") else \
+            re.findall(rf"\t{name}\tv\d+\.8h", kernel)
+        assert len(found) >= 24, f"expected the 6x4-vector tile's 24 {name} on vectors, found {len(found)}"

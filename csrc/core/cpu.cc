@@ -5,6 +5,11 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
 namespace mbk {
 namespace {
 
@@ -132,6 +137,20 @@ Isa best_isa() {
   for (Isa isa : kPreference)
     if (isa_supported(isa)) return isa;
   return Isa::scalar;
+}
+
+bool int8_dot_supported(Isa isa) {
+  if (!isa_supported(isa)) return false;
+  switch (isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    case Isa::avx512: return __builtin_cpu_supports("avx512vnni");
+    case Isa::neon: return true;  // SIMDe build: emulated
+    case Isa::avx512_simde: return true;
+#elif defined(__aarch64__) && defined(__linux__)
+    case Isa::neon: return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#endif
+    default: return false;
+  }
 }
 
 Isa active_isa() {

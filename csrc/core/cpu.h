@@ -26,6 +26,11 @@ std::vector<Isa> supported_isas();
 bool isa_supported(Isa isa);
 // The fastest supported ISA (SIMDe's emulated NEON and AVX-512 are never chosen).
 Isa best_isa();
+// Whether this CPU runs the int8 dot-product extension of isa, which its faster int8 GEMM kernel
+// needs (gemm.h, Int8Variant): NEON's FEAT_DotProd (sdot; Linux AArch64: HWCAP_ASIMDDP), AVX-512
+// VNNI (vpdpbusd). True for the SIMDe builds on x86 (emulated), false for an ISA without one or
+// one this CPU cannot run.
+bool int8_dot_supported(Isa isa);
 
 Isa active_isa();
 // Throws std::invalid_argument naming the reason when the ISA is not compiled or not supported.

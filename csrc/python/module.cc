@@ -49,6 +49,13 @@ uint64_t fingerprint(Ptr p, int64_t numel, int64_t cols, int64_t stride0, int64_
   return h;
 }
 
+gemm::Int8Variant int8_variant(const std::string& variant) {
+  if (variant == "best") return gemm::Int8Variant::best;
+  if (variant == "base") return gemm::Int8Variant::base;
+  if (variant == "dot") return gemm::Int8Variant::dot;
+  throw std::invalid_argument("variant: expected 'best', 'base' or 'dot', got '" + variant + "'");
+}
+
 }  // namespace
 }  // namespace mbk::python
 
@@ -88,7 +95,7 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("bytes", &gemm::PackedWeights::bytes)
       .def_property_readonly("int8", &gemm::PackedWeights::int8)
       .def_property_readonly("kernel", [](const gemm::PackedWeights& w) {
-        return std::string(w.int8() ? gemm::int8_tile(w.isa()).name : gemm::tile(w.isa()).name);
+        return std::string(w.int8() ? gemm::int8_tile(w.isa(), w.int8_variant()).name : gemm::tile(w.isa()).name);
       });
   m.def(
       "pack_weights",
@@ -100,15 +107,17 @@ PYBIND11_MODULE(_C, m) {
       py::arg("k"), nogil(), "weight [n, k] float32 (any strides) and bias [n] (or 0) packed for the active ISA.");
   m.def(
       "pack_weights_int8",
-      [](Ptr w, int64_t stride_n, int64_t stride_k, Ptr scale, Ptr smooth, Ptr bias, int64_t n, int64_t k) {
+      [](Ptr w, int64_t stride_n, int64_t stride_k, Ptr scale, Ptr smooth, Ptr bias, int64_t n, int64_t k,
+         const std::string& variant) {
         const gemm::Int8Weight q{in<int8_t>(w), stride_n, stride_k, in(scale), in(smooth)};
-        return std::make_shared<gemm::PackedWeights>(q, in(bias), n, k, active_isa());
+        return std::make_shared<gemm::PackedWeights>(q, in(bias), n, k, active_isa(), int8_variant(variant));
       },
       py::arg("weight"), py::arg("stride_n"), py::arg("stride_k"), py::arg("scale"), py::arg("smooth"),
-      py::arg("bias"), py::arg("n"), py::arg("k"), nogil(),
+      py::arg("bias"), py::arg("n"), py::arg("k"), py::arg("variant") = "best", nogil(),
       "weight [n, k] int8 in [-127, 127] (any strides), scale [n] float32 (W ~ weight * scale per row), "
       "smooth [k] float32 or 0 (activation column multipliers) and bias [n] float32 or 0, packed for "
-      "the active ISA's int8 GEMM; ValueError if the ISA has none or an argument is out of range.");
+      "the active ISA's int8 GEMM: variant 'best' (the dot-product extension's kernel where the CPU has "
+      "it), 'base' or 'dot'; ValueError if the ISA has no such kernel or an argument is out of range.");
   m.def("pack_count", &gemm::pack_count, "PackedWeights built in this process.");
   m.def("fingerprint", &fingerprint, py::arg("data"), py::arg("numel"), py::arg("cols"),
         py::arg("stride0"), py::arg("stride1"));

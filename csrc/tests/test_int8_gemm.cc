@@ -1,14 +1,17 @@
-// The int8 GEMM (gemm.h, "int8") on every supported ISA that has one, against a reference that
-// follows the definition step by step (fp32 row quantization, exact integer sums in int64, the
+// The int8 GEMM (gemm.h, "int8") on every int8 kernel this CPU runs (each supported ISA's, both
+// variants where it has a dot-product one: through SIMDe on x86, natively under qemu-aarch64),
+// against a reference that follows the definition step by step (fp32 row quantization, exact integer sums in int64, the
 // dequantization and the epilogue in double): M, N, K below, at and above each tile (K not a
 // multiple of the group), every epilogue, smooth or not, strided A/C, 1 and 2 threads; the
 // worst-case products (|a| = |w| = 127 everywhere, where a saturating int16 pair sum would show),
 // zero and non-finite rows; ffn_stack on int8 weights equal bit for bit to its GEMMs one by one;
-// and the packing's argument errors.
+// an ISA's two variants equal bit for bit (the same integers, the same epilogue code); the run-time
+// choice of variant; and the packing's argument errors.
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "check.h"
@@ -22,8 +25,16 @@ namespace {
 
 using mbk::Isa;
 using mbk::gemm::Act;
+using mbk::gemm::Int8Variant;
 using mbk::gemm::Norm;
 using mbk::gemm::PackedWeights;
+
+// One int8 kernel under test: an ISA and one of its variants.
+struct Kernel {
+  Isa isa;
+  Int8Variant variant;
+  const char* name;  // its tile's, e.g. q8_gemm_6x16__neondot
+};
 
 constexpr double kTol = 2e-6;  // fp32 rounding of the dequantization and the epilogue
 
@@ -63,10 +74,10 @@ Problem make_problem(int64_t m, int64_t n, int64_t k, bool has_smooth, Act act, 
   return p;
 }
 
-PackedWeights pack(const Problem& p, Isa isa) {
+PackedWeights pack(const Problem& p, const Kernel& kn) {
   const mbk::gemm::Int8Weight q{p.w.data(), p.k, 1, p.scale.data(),
                                 p.has_smooth ? p.smooth.data() : nullptr};
-  return PackedWeights(q, p.bias.data(), p.n, p.k, isa);
+  return PackedWeights(q, p.bias.data(), p.n, p.k, kn.isa, kn.variant);
 }
 
 mbk::gemm::Epilogue epilogue(const Problem& p) {
@@ -140,16 +151,24 @@ double reference_error(const Problem& p, const float* c) {
   return worst;
 }
 
-std::vector<Isa> int8_isas() {
-  std::vector<Isa> out;
+// Every int8 kernel this CPU runs; says which it cannot.
+std::vector<Kernel> int8_kernels() {
+  std::vector<Kernel> out;
   for (Isa isa : mbk::supported_isas()) {
-    if (mbk::gemm::isa_gemm(isa).run_int8 != nullptr) out.push_back(isa);
+    const mbk::gemm::IsaGemm& kern = mbk::gemm::isa_gemm(isa);
+    if (kern.int8.run != nullptr) out.push_back({isa, Int8Variant::base, kern.int8.tile.name});
+    if (kern.int8_dot.run == nullptr) continue;
+    if (mbk::int8_dot_supported(isa))
+      out.push_back({isa, Int8Variant::dot, kern.int8_dot.tile.name});
+    else
+      std::printf("%s (%s): not run, this CPU lacks the extension\n", mbk::isa_name(isa),
+                  kern.int8_dot.tile.name);
   }
   return out;
 }
 
-double sweep(Isa isa, std::mt19937& rng, int* cases) {
-  const mbk::gemm::Tile t = mbk::gemm::int8_tile(isa);
+double sweep(const Kernel& kn, std::mt19937& rng, int* cases) {
+  const mbk::gemm::Tile t = mbk::gemm::int8_tile(kn.isa, kn.variant);
   double worst = 0.0;
   int combo = 0;
   for (int64_t m : {int64_t(1), int64_t(t.mr - 1), int64_t(t.mr), int64_t(t.mr + 1), int64_t(37)}) {
@@ -162,13 +181,13 @@ double sweep(Isa isa, std::mt19937& rng, int* cases) {
         const int threads = 1 + combo % 2;
         ++combo;
         Problem p = make_problem(m, n, k, smooth, act, res, norm, combo % 3, rng);
-        PackedWeights pw = pack(p, isa);
+        PackedWeights pw = pack(p, kn);
         std::vector<float> c(static_cast<size_t>(m * p.ldc), -7.0f);
         mbk::gemm::gemm(p.a.data(), p.lda, m, pw, c.data(), p.ldc, epilogue(p), threads);
         const double err = reference_error(p, c.data());
         worst = std::fmax(worst, err);
         CHECK(err <= kTol, "%s M=%lld N=%lld K=%lld act=%d res=%d norm=%d smooth=%d threads=%d: %.3g",
-              mbk::isa_name(isa), (long long)m, (long long)n, (long long)k, int(act), int(res),
+              kn.name, (long long)m, (long long)n, (long long)k, int(act), int(res),
               int(norm), int(smooth), threads, err);
         ++*cases;
       }
@@ -178,9 +197,9 @@ double sweep(Isa isa, std::mt19937& rng, int* cases) {
 }
 
 // |a| = |w| = 127 in every product, signs chosen so that pair sums reach +-2 * 127^2 and whole
-// dot products 127^2 * K: exact, or a saturating kernel shows.
-void worst_case_products(Isa isa, std::mt19937& rng) {
-  for (int64_t k : {2, 8, 512}) {
+// dot products 127^2 * K up to the largest K: exact, or a saturating kernel shows.
+void worst_case_products(const Kernel& kn, std::mt19937& rng) {
+  for (int64_t k : {int64_t(2), int64_t(8), int64_t(512), mbk::gemm::kMaxInt8K}) {
     Problem p = make_problem(4, 16, k, false, Act::none, false, Norm::none, 0, rng);
     for (int64_t i = 0; i < p.m; ++i)
       for (int64_t c = 0; c < k; ++c) p.a[i * p.lda + c] = (i % 2 == 0 || c % 3 != 0) ? 1e7f : -1e7f;
@@ -189,7 +208,7 @@ void worst_case_products(Isa isa, std::mt19937& rng) {
       p.scale[j] = 1.0f;
       p.bias[j] = 0.0f;
     }
-    PackedWeights pw = pack(p, isa);
+    PackedWeights pw = pack(p, kn);
     std::vector<float> c(static_cast<size_t>(p.m * p.ldc));
     mbk::gemm::gemm(p.a.data(), p.lda, p.m, pw, c.data(), p.ldc, epilogue(p), 1);
     for (int64_t i = 0; i < p.m; ++i) {
@@ -198,7 +217,7 @@ void worst_case_products(Isa isa, std::mt19937& rng) {
       for (int64_t j = 0; j < p.n; ++j) {
         const double want = double(j % 2 == 0 ? acc : -acc) * (1e7 / 127.0);
         CHECK(std::fabs(c[i * p.ldc + j] - want) <= 1e-6 * std::fabs(want) + 1e-3,
-              "%s worst case K=%lld row %lld col %lld: got %.9g want %.9g", mbk::isa_name(isa),
+              "%s worst case K=%lld row %lld col %lld: got %.9g want %.9g", kn.name,
               (long long)k, (long long)i, (long long)j, c[i * p.ldc + j], want);
       }
     }
@@ -206,17 +225,17 @@ void worst_case_products(Isa isa, std::mt19937& rng) {
 }
 
 // A zero row gives the bias, a row holding inf or NaN gives NaN, and neither touches the others.
-void special_rows(Isa isa, std::mt19937& rng) {
+void special_rows(const Kernel& kn, std::mt19937& rng) {
   Problem p = make_problem(3, 20, 9, true, Act::none, false, Norm::none, 0, rng);
   for (int64_t c = 0; c < p.k; ++c) p.a[c] = 0.0f;
   p.a[p.lda + 4] = std::nanf("");
-  PackedWeights pw = pack(p, isa);
+  PackedWeights pw = pack(p, kn);
   std::vector<float> c(static_cast<size_t>(p.m * p.ldc));
   mbk::gemm::gemm(p.a.data(), p.lda, p.m, pw, c.data(), p.ldc, epilogue(p), 1);
   for (int64_t j = 0; j < p.n; ++j) {
-    CHECK(c[j] == p.bias[j], "%s zero row col %lld: got %g want the bias %g", mbk::isa_name(isa),
+    CHECK(c[j] == p.bias[j], "%s zero row col %lld: got %g want the bias %g", kn.name,
           (long long)j, c[j], p.bias[j]);
-    CHECK(std::isnan(c[p.ldc + j]), "%s NaN row col %lld: got %g, want NaN", mbk::isa_name(isa),
+    CHECK(std::isnan(c[p.ldc + j]), "%s NaN row col %lld: got %g, want NaN", kn.name,
           (long long)j, c[p.ldc + j]);
   }
   p.m = 1;  // the third row alone: the same as in the batch
@@ -224,19 +243,19 @@ void special_rows(Isa isa, std::mt19937& rng) {
   mbk::gemm::gemm(p.a.data() + 2 * p.lda, p.lda, 1, pw, alone.data(), p.ldc, epilogue(p), 1);
   for (int64_t j = 0; j < p.n; ++j)
     CHECK(alone[j] == c[2 * p.ldc + j], "%s row 2 col %lld: %g in the batch, %g alone",
-          mbk::isa_name(isa), (long long)j, c[2 * p.ldc + j], alone[j]);
+          kn.name, (long long)j, c[2 * p.ldc + j], alone[j]);
   p.a[2 * p.lda] = INFINITY;
   mbk::gemm::gemm(p.a.data() + 2 * p.lda, p.lda, 1, pw, alone.data(), p.ldc, epilogue(p), 1);
-  CHECK(std::isnan(alone[0]), "%s inf row: got %g, want NaN", mbk::isa_name(isa), alone[0]);
+  CHECK(std::isnan(alone[0]), "%s inf row: got %g, want NaN", kn.name, alone[0]);
 }
 
 // The fused FFN stack on int8 weights runs the same kernels on row tiles: equal bit for bit to
 // its GEMMs one at a time (row quantization is per row, so row tiles cannot change it).
-void ffn_stack_matches_gemms(Isa isa, std::mt19937& rng) {
+void ffn_stack_matches_gemms(const Kernel& kn, std::mt19937& rng) {
   const int64_t rows = 29, width = 24, inter = 40;
   Problem w1 = make_problem(1, inter, width, true, Act::relu, false, Norm::none, 0, rng);
   Problem w2 = make_problem(1, width, inter, false, Act::none, false, Norm::nonorm, 0, rng);
-  PackedWeights p1 = pack(w1, isa), p2 = pack(w2, isa);
+  PackedWeights p1 = pack(w1, kn), p2 = pack(w2, kn);
   std::vector<float> x(static_cast<size_t>(rows * width));
   std::uniform_real_distribution<float> u(-3.0f, 3.0f);
   for (float& e : x) e = u(rng);
@@ -252,8 +271,7 @@ void ffn_stack_matches_gemms(Isa isa, std::mt19937& rng) {
                                   w2.nw.data(), w2.nb.data(), 0.0f, want.data(), width, 1);
     bool same = true;
     for (size_t i = 0; i < y.size(); ++i) same &= y[i] == want[i];
-    CHECK(same, "%s ffn_stack on int8 weights (%d threads) differs from its GEMMs", mbk::isa_name(isa),
-          threads);
+    CHECK(same, "%s ffn_stack on int8 weights (%d threads) differs from its GEMMs", kn.name, threads);
   }
 }
 
@@ -267,51 +285,89 @@ bool throws(F&& f) {
   return false;
 }
 
-void check_errors(Isa isa) {
+void check_errors(const Kernel& kn) {
   std::vector<int8_t> w(6, 1);
   std::vector<float> scale(2, 1.0f);
-  CHECK(!throws([&] { PackedWeights(mbk::gemm::Int8Weight{w.data(), 3, 1, scale.data()}, nullptr, 2, 3, isa); }),
-        "a valid int8 packing must not throw");
+  const auto pack_2x3 = [&] {
+    PackedWeights(mbk::gemm::Int8Weight{w.data(), 3, 1, scale.data()}, nullptr, 2, 3, kn.isa, kn.variant);
+  };
+  CHECK(!throws(pack_2x3), "a valid int8 packing must not throw");
   w[4] = -128;
-  CHECK(throws([&] { PackedWeights(mbk::gemm::Int8Weight{w.data(), 3, 1, scale.data()}, nullptr, 2, 3, isa); }),
-        "an int8 weight of -128 must throw");
+  CHECK(throws(pack_2x3), "an int8 weight of -128 must throw");
   w[4] = 1;
   for (float bad : {0.0f, -1.0f, std::nanf(""), INFINITY}) {
     scale[1] = bad;
-    CHECK(throws([&] { PackedWeights(mbk::gemm::Int8Weight{w.data(), 3, 1, scale.data()}, nullptr, 2, 3, isa); }),
-          "an int8 scale of %g must throw", bad);
+    CHECK(throws(pack_2x3), "an int8 scale of %g must throw", bad);
   }
   scale[1] = 1.0f;
   std::vector<int8_t> wide(static_cast<size_t>(mbk::gemm::kMaxInt8K + 1), 1);
   CHECK(throws([&] {
           PackedWeights(mbk::gemm::Int8Weight{wide.data(), 1, 1, scale.data()}, nullptr, 1,
-                        mbk::gemm::kMaxInt8K + 1, isa);
+                        mbk::gemm::kMaxInt8K + 1, kn.isa, kn.variant);
         }),
         "k > kMaxInt8K must throw");
+}
+
+// An ISA's two variants compute the same integers and share the epilogue code: equal bit for bit,
+// every epilogue, K not a multiple of either group.
+void variants_agree(const Kernel& base, const Kernel& dot, std::mt19937& rng) {
+  for (int combo = 0; combo < 9; ++combo) {
+    Problem p = make_problem(13, 70, 67, combo % 2 == 0, static_cast<Act>(combo % 3), combo % 2 == 1,
+                             static_cast<Norm>(combo / 3), 1, rng);
+    std::vector<float> cb(static_cast<size_t>(p.m * p.ldc)), cd(cb.size());
+    mbk::gemm::gemm(p.a.data(), p.lda, p.m, pack(p, base), cb.data(), p.ldc, epilogue(p), 1);
+    mbk::gemm::gemm(p.a.data(), p.lda, p.m, pack(p, dot), cd.data(), p.ldc, epilogue(p), 1);
+    bool same = true;
+    for (int64_t i = 0; i < p.m; ++i)
+      for (int64_t j = 0; j < p.n; ++j) same &= cb[i * p.ldc + j] == cd[i * p.ldc + j];
+    CHECK(same, "%s and %s differ (act=%d norm=%d)", base.name, dot.name, combo % 3, combo / 3);
+  }
+}
+
+// The variant packing picks by default: dot exactly where the ISA has one and this CPU runs it;
+// naming a variant the CPU cannot run (or the ISA lacks) throws.
+void variant_choice(Isa isa) {
+  const mbk::gemm::IsaGemm& kern = mbk::gemm::isa_gemm(isa);
+  const bool dot = kern.int8_dot.run != nullptr && mbk::int8_dot_supported(isa);
+  std::vector<int8_t> w(6, 1);
+  std::vector<float> scale(2, 1.0f);
+  const PackedWeights best(mbk::gemm::Int8Weight{w.data(), 3, 1, scale.data()}, nullptr, 2, 3, isa);
+  CHECK(best.int8_variant() == (dot ? Int8Variant::dot : Int8Variant::base),
+        "%s: the default int8 variant must be %s", mbk::isa_name(isa), dot ? "dot" : "base");
+  const mbk::gemm::Tile want = dot ? kern.int8_dot.tile : kern.int8.tile;
+  CHECK(best.nr() == want.nr && std::string(mbk::gemm::int8_tile(isa).name) == want.name,
+        "%s: the default int8 tile must be %s", mbk::isa_name(isa), want.name);
+  if (!dot)
+    CHECK(throws([&] { mbk::gemm::int8_tile(isa, Int8Variant::dot); }),
+          "%s: no dot-product kernel this CPU runs, int8_tile(dot) must throw", mbk::isa_name(isa));
 }
 
 }  // namespace
 
 int main() {
   std::mt19937 rng(97);
-  const std::vector<Isa> isas = int8_isas();
+  const std::vector<Kernel> kernels = int8_kernels();
   for (Isa isa : mbk::supported_isas()) {
-    if (mbk::gemm::isa_gemm(isa).run_int8 == nullptr) {
+    if (mbk::gemm::isa_gemm(isa).int8.run == nullptr) {
       CHECK(throws([&] { mbk::gemm::int8_tile(isa); }), "%s has no int8 kernel: int8_tile must throw",
             mbk::isa_name(isa));
       std::printf("%s: no int8 kernel\n", mbk::isa_name(isa));
+    } else {
+      variant_choice(isa);
     }
   }
-  for (Isa isa : isas) {
+  for (const Kernel& kn : kernels) {
     int cases = 0;
-    const double worst = sweep(isa, rng, &cases);
-    worst_case_products(isa, rng);
-    special_rows(isa, rng);
-    ffn_stack_matches_gemms(isa, rng);
-    check_errors(isa);
-    std::printf("%s (%s): %d cases, worst rel err %.3g (tol %.0e)\n", mbk::isa_name(isa),
-                mbk::gemm::int8_tile(isa).name, cases, worst, kTol);
+    const double worst = sweep(kn, rng, &cases);
+    worst_case_products(kn, rng);
+    special_rows(kn, rng);
+    ffn_stack_matches_gemms(kn, rng);
+    check_errors(kn);
+    if (kn.variant == Int8Variant::dot)
+      variants_agree({kn.isa, Int8Variant::base, mbk::gemm::isa_gemm(kn.isa).int8.tile.name}, kn, rng);
+    std::printf("%s (%s): %d cases, worst rel err %.3g (tol %.0e)\n", mbk::isa_name(kn.isa), kn.name,
+                cases, worst, kTol);
   }
-  CHECK(!isas.empty(), "no ISA with an int8 kernel (scalar always has one)");
+  CHECK(!kernels.empty(), "no ISA with an int8 kernel (scalar always has one)");
   return mbk::test::check_exit_code();
 }

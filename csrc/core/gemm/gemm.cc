@@ -44,13 +44,24 @@ const IsaGemm& isa_gemm(Isa isa) {
 
 Tile tile(Isa isa) { return isa_gemm(isa).tile; }
 
-Tile int8_tile(Isa isa) {
+const Int8Gemm& int8_gemm(Isa isa, Int8Variant variant) {
   const IsaGemm& kern = isa_gemm(isa);
-  if (kern.run_int8 == nullptr)
+  const bool dot_runs = kern.int8_dot.run != nullptr && int8_dot_supported(isa);
+  if (variant == Int8Variant::best) variant = dot_runs ? Int8Variant::dot : Int8Variant::base;
+  if (kern.int8.run == nullptr)
     throw std::invalid_argument(std::string("gemm: ISA '") + isa_name(isa) +
                                 "' has no int8 GEMM kernel");
-  return kern.int8_tile;
+  if (variant == Int8Variant::base) return kern.int8;
+  if (kern.int8_dot.run == nullptr)
+    throw std::invalid_argument(std::string("gemm: ISA '") + isa_name(isa) +
+                                "' has no dot-product int8 GEMM kernel");
+  if (!dot_runs)
+    throw std::invalid_argument(std::string("gemm: this CPU lacks the dot-product extension of ISA '") +
+                                isa_name(isa) + "' that " + kern.int8_dot.tile.name + " needs");
+  return kern.int8_dot;
 }
+
+Tile int8_tile(Isa isa, Int8Variant variant) { return int8_gemm(isa, variant).tile; }
 
 void PackedWeights::Free::operator()(void* p) const { std::free(p); }
 
@@ -99,9 +110,12 @@ PackedWeights::PackedWeights(const float* w, int64_t stride_n, int64_t stride_k,
   g_pack_count.fetch_add(1, std::memory_order_relaxed);
 }
 
-PackedWeights::PackedWeights(const Int8Weight& w, const float* bias, int64_t n, int64_t k, Isa isa)
-    : n_(n), k_(k), mr_(int8_tile(isa).mr), nr_(int8_tile(isa).nr), group_(isa_gemm(isa).int8_group),
-      isa_(isa) {
+PackedWeights::PackedWeights(const Int8Weight& w, const float* bias, int64_t n, int64_t k, Isa isa,
+                             Int8Variant variant)
+    : n_(n), k_(k), isa_(isa) {
+  const Int8Gemm& kern = int8_gemm(isa, variant);
+  mr_ = kern.tile.mr, nr_ = kern.tile.nr, group_ = kern.group;
+  variant_ = &kern == &isa_gemm(isa).int8_dot ? Int8Variant::dot : Int8Variant::base;
   check_sizes(n, k);
   if (k > kMaxInt8K)
     throw std::invalid_argument("PackedWeights: the int8 GEMM takes k <= " +
@@ -119,11 +133,13 @@ PackedWeights::PackedWeights(const Int8Weight& w, const float* bias, int64_t n, 
   for (int64_t p = 0; p < panels(); ++p) {
     unsigned char* dst = data_.get() + p * panel_stride();
     float* head = reinterpret_cast<float*>(dst);  // bias [nr], scale [nr]
-    unsigned char* groups = dst + 2 * nr * sizeof(float);
+    int32_t* comp = reinterpret_cast<int32_t*>(head + 2 * nr);
+    unsigned char* groups = dst + 3 * nr * sizeof(float);
     for (int j = 0; j < nr; ++j) {
       const int64_t col = p * nr + j;
       head[j] = bias != nullptr && col < n ? bias[col] : 0.0f;
       head[nr + j] = col < n ? w.scale[col] : 0.0f;
+      int32_t colsum = 0;  // |colsum| <= 127 * kMaxInt8K: 128 * colsum fits int32
       for (int64_t kk = 0; kk < kp; ++kk) {
         int8_t v = 0;
         if (col < n && kk < k) {
@@ -132,12 +148,14 @@ PackedWeights::PackedWeights(const Int8Weight& w, const float* bias, int64_t n, 
             throw std::invalid_argument("PackedWeights: int8 weights must be in [-127, 127], got -128 "
                                         "at [" + std::to_string(col) + ", " + std::to_string(kk) + "]");
         }
+        colsum += v;
         unsigned char* at = groups + ((kk / group) * nr + j) * 4;  // this column's 4 bytes
         if (group == 4)
           reinterpret_cast<int8_t*>(at)[kk % 4] = v;
         else
           reinterpret_cast<int16_t*>(at)[kk % 2] = v;
       }
+      comp[j] = -kern.a_offset * colsum;
     }
   }
   g_pack_count.fetch_add(1, std::memory_order_relaxed);

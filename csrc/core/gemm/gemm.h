@@ -21,6 +21,11 @@
 // int8 products are summed exactly in int32 (every ISA gets the same integers), and the
 // accumulator enters the fp32 epilogue as acc * (s_a * scale[n]) + bias[n]. Microkernels are
 // named q8_gemm_<MR>x<NR>__<isa>.
+// Kernels whose dot product multiplies u8 by s8 (AVX-512 VNNI's vpdpbusd) take A as q + 128 and
+// start their accumulators from the panel's comp[n] = -128 * sum_k w[n, k] (exact in int32, made
+// at pack time), so their sums are the same integers. Where an ISA has a dot-product extension
+// that only some of its CPUs have (NEON's FEAT_DotProd, AVX-512 VNNI) it has two int8 kernels,
+// chosen at pack time (Int8Variant): the extension's where the CPU has it (cpu.h).
 #pragma once
 
 #include <cstddef>
@@ -41,8 +46,13 @@ struct Tile {
 };
 // Throws std::invalid_argument if isa is not compiled into this build.
 Tile tile(Isa isa);
-// The int8 microkernel of isa; std::invalid_argument if isa has none.
-Tile int8_tile(Isa isa);
+// An ISA's int8 kernels: base runs on every CPU of the ISA, dot needs its dot-product extension
+// (NEON: sdot; AVX-512: VNNI's vpdpbusd; int8_dot_supported in cpu.h). best: dot where this CPU
+// has it, else base (what production uses; the tests name base and dot to run both).
+enum class Int8Variant : int { best, base, dot };
+// The int8 microkernel of isa; std::invalid_argument if isa has none of that variant or this CPU
+// cannot run it.
+Tile int8_tile(Isa isa, Int8Variant variant = Int8Variant::best);
 
 // The largest K the int8 GEMM takes: a row block of quantized A lives on the stack.
 constexpr int64_t kMaxInt8K = 8192;
@@ -61,18 +71,22 @@ struct Int8Weight {
 // for isa's microkernel. Immutable once built; the buffer is 64-byte aligned.
 //
 // fp32 panels: [1 + K][NR] floats, the bias first. int8 panels: bias [NR] and scale [NR] floats,
-// then ceil(K / G) groups of [NR][G] (G consecutive k of one column, 4 bytes; K zero-padded): G = 4
-// int8 for the ISAs with 4-way int8 dot products, G = 2 int8 widened to int16 on AVX2, whose
-// vpmaddwd is the one exact int8 multiply that keeps both of its multiply ports busy.
+// comp [NR] int32 (the accumulators' start: -a_offset * sum_k w[n, k], 0 but for the u8 x s8
+// kernels), then ceil(K / G) groups of [NR][G] (G consecutive k of one column, 4 bytes; K
+// zero-padded): G = 4 int8 for the kernels with 4-way int8 dot products, G = 2 int8 widened to
+// int16 for AVX2's vpmaddwd (the one exact int8 multiply that keeps both of its multiply ports
+// busy) and AVX-512BW's without VNNI.
 class PackedWeights {
  public:
   PackedWeights(const float* w, int64_t stride_n, int64_t stride_k, const float* bias, int64_t n,
                 int64_t k, Isa isa);
-  // The int8 form; std::invalid_argument if isa has no int8 kernel, k > kMaxInt8K, a scale is
-  // not finite and positive or a weight is -128.
-  PackedWeights(const Int8Weight& w, const float* bias, int64_t n, int64_t k, Isa isa);
+  // The int8 form for isa's int8 kernel of that variant; std::invalid_argument if isa has no such
+  // kernel this CPU runs, k > kMaxInt8K, a scale is not finite and positive or a weight is -128.
+  PackedWeights(const Int8Weight& w, const float* bias, int64_t n, int64_t k, Isa isa,
+                Int8Variant variant = Int8Variant::best);
 
   bool int8() const { return group_ > 0; }
+  Int8Variant int8_variant() const { return variant_; }  // base or dot (int8 only)
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
   int group() const { return group_; }  // int8: k per 4-byte group (G above); fp32: 0
@@ -83,7 +97,7 @@ class PackedWeights {
   int64_t panels() const { return (n_ + nr_ - 1) / nr_; }
   // fp32: floats per panel; int8: bytes per panel.
   int64_t panel_stride() const {
-    return int8() ? 2 * nr_ * 4 + k_padded() / group_ * nr_ * 4 : (k_ + 1) * nr_;
+    return int8() ? 3 * nr_ * 4 + k_padded() / group_ * nr_ * 4 : (k_ + 1) * nr_;
   }
   const float* data() const { return reinterpret_cast<const float*>(data_.get()); }
   const unsigned char* bytes_data() const { return data_.get(); }
@@ -101,6 +115,7 @@ class PackedWeights {
   int64_t n_, k_;
   int mr_, nr_;
   int group_ = 0;
+  Int8Variant variant_ = Int8Variant::best;
   Isa isa_;
   std::unique_ptr<unsigned char, Free> data_;
   std::unique_ptr<float, Free> smooth_;  // int8 only

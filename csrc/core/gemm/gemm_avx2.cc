@@ -25,7 +25,8 @@ struct Q {
   using wreg = __m256i;
   using acc = __m256i;
   static constexpr int W = 8;
-  static acc zero() { return _mm256_setzero_si256(); }
+  static constexpr int offset = 0;
+  static acc init(const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
   static wreg load(const int16_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
   static wreg broadcast(const int16_t* p) {
     int32_t v;
@@ -53,7 +54,7 @@ const IsaGemm& f32_gemm() {
   static const IsaGemm kernels{{6, 16, "f32_gemm_6x16__avx2"}, &run_rows<V, 6, 2>,
                                &layernorm_rows<V>, &layernorm_backward_rows<V>,
                                &activation_backward_rows<V>,
-                               {4, 16, "q8_gemm_4x16__avx2"}, &run_rows_int8<V, Q, 4, 2>, 2};
+                               int8_gemm<V, Q, 4, 2>("q8_gemm_4x16__avx2")};
   return kernels;
 }
 

@@ -27,9 +27,19 @@ struct GemmArgs {
   Epilogue ep;
   const unsigned char* q8 = nullptr;  // int8 weights: w is null
   const float* smooth = nullptr;
+  void (*run_q8)(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) = nullptr;  // q8's kernel
 };
 
 using RunFn = void (*)(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+
+// One int8 microkernel family (gemm.h, "int8"): what the packer needs to know to lay out its panels
+// and what runs them. int8_impl.h's int8_gemm() fills it from the kernel's Q.
+struct Int8Gemm {
+  Tile tile{0, 0, nullptr};
+  RunFn run = nullptr;  // null: no such kernel
+  int group = 4;        // k per 4-byte group of a packed panel
+  int a_offset = 0;     // activations stored as q + a_offset (128: u8 for u8 x s8 dot products)
+};
 
 struct IsaGemm {
   Tile tile;
@@ -38,7 +48,7 @@ struct IsaGemm {
   // panels are all of them (each row block is normalized right after its last panel, still in L1),
   // otherwise the caller runs layernorm_rows once the rows are complete.
   void run(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) const {
-    (g.q8 != nullptr ? run_int8 : run_f32)(g, m0, m1, p0, p1);
+    (g.q8 != nullptr ? g.run_q8 : run_f32)(g, m0, m1, p0, p1);
   }
   RunFn run_f32;
   // y[r, :] = LayerNorm(y[r, :]) * w + b in place for r < rows (row stride ldy), n columns.
@@ -51,19 +61,25 @@ struct IsaGemm {
                                   float* pb, float* ps);
   void (*activation_backward_rows)(Act act, float* u, const float* gh, float* gu, int64_t r0,
                                    int64_t r1, int64_t n, float* ps);
-  // The int8 GEMM (run() takes it for int8 weights); none on an ISA without int8 kernels.
-  Tile int8_tile{0, 0, nullptr};
-  RunFn run_int8 = nullptr;
-  int int8_group = 4;  // k per 4-byte group of a packed int8 panel (gemm.h)
+  // The int8 GEMMs (gemm.h, Int8Variant; run() takes the one int8 weights were packed for): int8 runs
+  // on every CPU of the ISA, int8_dot needs the ISA's dot-product extension (int8_dot_supported).
+  // run null: no such kernel.
+  Int8Gemm int8{};
+  Int8Gemm int8_dot{};
 };
 
 // The kernels of isa (std::invalid_argument if not compiled).
 const IsaGemm& isa_gemm(Isa isa);
+// isa's int8 kernel of that variant, best resolved for this CPU; std::invalid_argument if isa has
+// none or this CPU cannot run it.
+const Int8Gemm& int8_gemm(Isa isa, Int8Variant variant);
 
 // The operands of C = epilogue(A Wᵀ + bias) for a packed W.
 inline GemmArgs gemm_args(const float* a, int64_t lda, const PackedWeights& w, float* c,
                           int64_t ldc, const Epilogue& ep) {
-  if (w.int8()) return {a, lda, nullptr, w.k(), w.n(), c, ldc, ep, w.bytes_data(), w.smooth()};
+  if (w.int8())
+    return {a, lda, nullptr, w.k(), w.n(), c, ldc, ep, w.bytes_data(), w.smooth(),
+            int8_gemm(w.isa(), w.int8_variant()).run};
   return {a, lda, w.data(), w.k(), w.n(), c, ldc, ep};
 }
 
@@ -89,12 +105,16 @@ const IsaGemm& f32_gemm();
 }
 namespace avx512 {
 const IsaGemm& f32_gemm();
+const Int8Gemm& q8_gemm_vnni();  // gemm_avx512_vnni.cc (compiled with VNNI)
 }
 namespace neon {
 const IsaGemm& f32_gemm();
+const Int8Gemm& q8_gemm();      // gemm_neon_int8.cc
+const Int8Gemm& q8_gemm_dot();  // gemm_neon_dot.cc (compiled with the dot product)
 }
-namespace avx512_simde {  // gemm_avx512.cc built through SIMDe (simd/avx512.h)
+namespace avx512_simde {  // gemm_avx512.cc and gemm_avx512_vnni.cc built through SIMDe (simd/avx512.h)
 const IsaGemm& f32_gemm();
+const Int8Gemm& q8_gemm_vnni();
 }
 
 }  // namespace mbk::gemm

@@ -19,7 +19,8 @@ struct Q {
   };
   using acc = int32_t;
   static constexpr int W = 1;
-  static acc zero() { return 0; }
+  static constexpr int offset = 0;
+  static acc init(const int32_t* p) { return *p; }
   static wreg load(const int8_t* p) { return {{p[0], p[1], p[2], p[3]}}; }
   static wreg broadcast(const int8_t* p) { return load(p); }
   static acc dot(acc c, wreg a, wreg w) {
@@ -41,7 +42,7 @@ const IsaGemm& f32_gemm() {
   static const IsaGemm kernels{{4, 4, "f32_gemm_4x4__scalar"}, &run_rows<V, 4, 4>,
                                &layernorm_rows<V>, &layernorm_backward_rows<V>,
                                &activation_backward_rows<V>,
-                               {4, 4, "q8_gemm_4x4__scalar"}, &run_rows_int8<V, Q, 4, 4>};
+                               int8_gemm<V, Q, 4, 4>("q8_gemm_4x4__scalar")};
   return kernels;
 }
 

@@ -3,19 +3,25 @@
 // quantization and the epilogue), and Q, its int8 dot product:
 //
 //   Q::W == V::W          int32 lanes per vector, one output column per lane
-//   Q::G, Q::elem         k per lane of a group, as G elements of 4 / G bytes (int8 or int16)
+//   Q::G, Q::elem         k per lane of a group, as G elements of 4 / G bytes (int8 or int16; uint8
+//                         for A when offset is 128, the panel's bytes being int8 all the same)
+//   Q::offset             A's elements hold q + offset: 0, or 128 for a u8 x s8 dot product
 //   Q::wreg, Q::acc       G elements of one column per lane; int32 accumulators
+//   Q::init(p)            W int32 of the panel's comp row: the accumulators' start (gemm.h)
 //   Q::load(p)            W columns x G k of a packed group (W * 4 bytes, aligned to them)
 //   Q::broadcast(p)       G consecutive elements of one row of A into every lane
-//   Q::dot(acc, a, w)     acc[l] + sum_j a[j] w[l][j]: exact for |a|, |w| <= 127
+//   Q::dot(acc, a, w)     acc[l] + sum_j a[j] w[l][j]: exact for |a - offset|, |w| <= 127
 //   Q::to_float(acc)      the accumulators as V::reg
-//   Q::store(p, y)        W floats, integral and within [-127, 127], as W elements at p
+//   Q::keep(acc)          a register-allocation hint (a no-op but on AVX2)
+//   Q::store(p, y)        W floats, integral and within [-127, 127], as W elements y + offset at p
 //
 // Microkernel ukernel_int8<V, Q, MR, NV, NR>: MR x (NV * W) int32 accumulators over ceil(K / G)
-// groups of G k; per group NV loads of the panel, MR broadcasts of quantized A, MR * NV dots. Then
-// acc * (s_a[m] * scale[n]) + bias[n] in fp32 and the fp32 epilogue (store_tile). The rows of a
-// row block are quantized right before it runs (quantize_row), into a stack buffer that stays in
-// L1 while every panel streams past it: activations are never stored in int8 elsewhere.
+// groups of G k, started from comp (-offset * sum_k w: the offset's products cancel, the sums are
+// the same integers on every kernel); per group NV loads of the panel, MR broadcasts of quantized
+// A, MR * NV dots. Then acc * (s_a[m] * scale[n]) + bias[n] in fp32 and the fp32 epilogue
+// (store_tile). The rows of a row block are quantized right before it runs (quantize_row), into a
+// stack buffer that stays in L1 while every panel streams past it: activations are never stored
+// in int8 elsewhere.
 #pragma once
 
 #include <cstdint>
@@ -54,8 +60,9 @@ float quantize_row(const float* x, const float* smooth, int64_t k, int64_t kp, t
     m = lanes[l] > m ? lanes[l] : m;
     bad += flags[l];
   }
+  constexpr auto zero = static_cast<typename Q::elem>(Q::offset);  // q = 0
   if (!(bad == 0.0f) || m == 0.0f) {  // inf or NaN in the row (its outputs NaN), or all zeros
-    for (int64_t c = 0; c < kp; ++c) q[c] = 0;
+    for (int64_t c = 0; c < kp; ++c) q[c] = zero;
     return m == 0.0f && bad == 0.0f ? 0.0f : __builtin_nanf("");
   }
   const reg inv = V::set1(127.0f / m);
@@ -67,7 +74,7 @@ float quantize_row(const float* x, const float* smooth, int64_t k, int64_t kp, t
                                       V::load_partial(smooth + kfull, tail)), inv));
     for (int l = 0; l < tail; ++l) q[kfull + l] = last[l];
   }
-  for (int64_t c = k; c < kp; ++c) q[c] = 0;
+  for (int64_t c = k; c < kp; ++c) q[c] = zero;
   return m / 127.0f;
 }
 
@@ -83,14 +90,15 @@ void ukernel_int8(int64_t groups, const typename Q::elem* a, int64_t lda, const 
   using reg = typename V::reg;
   constexpr int W = V::W;
   static_assert(Q::W == W && NV * W <= NR, "one column per lane; the tile is at most one panel wide");
+  const int32_t* comp = reinterpret_cast<const int32_t*>(panel + 2 * NR * sizeof(float));
   typename Q::acc acc[MR][NV];
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[m][v] = Q::zero();
+    for (int v = 0; v < NV; ++v) acc[m][v] = Q::init(comp + v * W);
   using E = typename Q::elem;
   constexpr int G = Q::G;
-  const E* w = reinterpret_cast<const E*>(panel + 2 * NR * sizeof(float));
+  const E* w = reinterpret_cast<const E*>(panel + 3 * NR * sizeof(float));
 #pragma GCC unroll 1
   for (int64_t g = 0; g < groups; ++g) {
     typename Q::wreg b[NV];
@@ -135,7 +143,7 @@ void run_rows_int8(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_
   constexpr int G = Q::G;
   const int64_t kp = (g.k + G - 1) / G * G;
   const int64_t panels = (g.n + NR - 1) / NR;
-  const int64_t pstride = (2 * NR + kp / G * NR) * 4;  // bytes: bias, scale, kp / G groups
+  const int64_t pstride = (3 * NR + kp / G * NR) * 4;  // bytes: bias, scale, comp, kp / G groups
   const Epilogue& ep = g.ep;
   const bool nonorm = ep.norm == Norm::nonorm;
   const bool layernorm = ep.norm == Norm::layernorm && p0 == 0 && p1 == panels;
@@ -158,6 +166,12 @@ void run_rows_int8(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_
     if (layernorm)
       layernorm_rows<V>(g.c + m * g.ldc, g.ldc, mr, g.n, ep.norm_weight, ep.norm_bias, ep.eps);
   }
+}
+
+// The IsaGemm entry of that kernel family: the tile and what the packer needs from Q.
+template <class V, class Q, int MR, int NV>
+Int8Gemm int8_gemm(const char* name) {
+  return {{MR, NV * V::W, name}, &run_rows_int8<V, Q, MR, NV>, Q::G, Q::offset};
 }
 
 }  // namespace

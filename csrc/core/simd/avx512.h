@@ -41,7 +41,7 @@ constexpr int kRoundNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 #endif
 
 #if defined(MBK_AVX512_SIMDE)
-// SIMDe 0.7.4 (Debian 12) lacks four of the intrinsics VecF32 uses; these give the same results
+// SIMDe 0.7.4 (Debian 12) lacks five of the intrinsics the kernels use; these give the same results
 // as the instructions, and a SIMDe that has its own (its native aliases are macros) is used as is.
 // Lane loops through memory: speed does not matter here, only that the kernel code runs.
 #ifndef _mm512_maskz_loadu_ps
@@ -72,6 +72,20 @@ inline __m512i _mm512_cvtps_epi32(__m512 v) {
   return _mm512_loadu_si512(out);
 }
 #endif
+#ifndef _mm512_cvtepi32_ps
+// Lane by lane, rounding like vcvtdq2ps (MXCSR: nearest-even by default).
+inline __m512 _mm512_cvtepi32_ps(__m512i v) {
+  int32_t lanes[16];
+  float out[16];
+  _mm512_storeu_si512(lanes, v);
+  for (int l = 0; l < 16; ++l) out[l] = static_cast<float>(lanes[l]);
+  return _mm512_loadu_ps(out);
+}
+#endif
+// SIMDe 0.7.4's native alias of _mm512_madd_epi16 takes the masked form's 4 arguments (a typo):
+// the 2-argument intrinsic under its SIMDe name.
+#undef _mm512_madd_epi16
+#define _mm512_madd_epi16(a, b) simde_mm512_madd_epi16(a, b)
 #ifndef _mm512_reduce_add_ps
 // The same tree as GCC's _mm512_reduce_add_ps (halves added, 16 -> 8 -> 4 -> 2 -> 1), so the sum
 // rounds as in the native build.
