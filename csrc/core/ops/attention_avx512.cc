@@ -4,6 +4,7 @@
 // second time as avx512_simde: see MBK_AVX512_NS in simd/avx512.h.
 // GCC 12 warns inside avx512fintrin.h (GCC PR 105593, fixed in GCC 13); see gemm_avx512.cc.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "simd/avx512.h"
 
