@@ -334,8 +334,10 @@ def model_int8(spec: Spec) -> Workload:
                                      int8=True)
         return lambda: session.run(None, feeds)[0]
 
-    providers = {"fused": Provider(fused_step, info={"fused": "mbkernels.quantize(model, calibration), smooth_alpha 0.5"}),
-                 "ort": Provider(ort_step, info=dict(ORT_INT8_INFO))}
+    providers = {
+        "fused": Provider(fused_step, info={"fused": "mbkernels.quantize(model, calibration), smooth_alpha 0.5"}),
+        "ort": Provider(ort_step, info=dict(ORT_INT8_INFO)),
+    }
     return Workload(fp32.flops, providers, fp32.expected, {**fp32.info, "shape": "MobileBertModel (mobilebert "
                     f"preset, {fp32.info['layers']} layers), int8 Linears, ids [B, S]"})
 

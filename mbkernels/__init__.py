@@ -22,7 +22,8 @@ from mbkernels.export import export_onnx, export_program
 from mbkernels.quantize import quantize
 
 __all__ = [
-    "__version__", "use_backend", "check_finite", "NonFiniteError", "MobileBertConfig", "ops", "info", "NoNorm", "MobileBertEmbeddings",
+    "__version__", "use_backend", "check_finite", "NonFiniteError", "MobileBertConfig", "ops", "info", "NoNorm",
+    "MobileBertEmbeddings",
     "MobileBertLayer", "MobileBertEncoder", "MobileBertModel", "MobileBertForPreTraining",
     "MobileBertForMaskedLM", "MobileBertForNextSentencePrediction", "MobileBertForSequenceClassification",
     "MobileBertForTokenClassification", "MobileBertForQuestionAnswering",

@@ -40,8 +40,8 @@ def _int_in(low: int, high: int | None = None):
     def parse(text: str) -> int:
         value = int(text)
         if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(
-                f"expected an integer {'in [' + str(low) + ', ' + str(high) + ']' if high else f'>= {low}'}, got {value}")
+            bounds = f"in [{low}, {high}]" if high else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {value}")
         return value
     parse.__name__ = "integer"
     return parse

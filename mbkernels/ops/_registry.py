@@ -286,7 +286,8 @@ def define(opdef: OpDef) -> OpDef:
         flat = opdef.tensors(args)
         # A kernel's gradients are new tensors or views of what it was handed to differentiate (the
         # incoming gradients, the saved list); the reference's VJP may also hand back an input.
-        might_alias = [*grads, *saved] if kernel is not None and kernel.backward is not None else [*flat, *grads, *saved]
+        own_backward = kernel is not None and kernel.backward is not None
+        might_alias = [*grads, *saved] if own_backward else [*flat, *grads, *saved]
         out = _finish_grads(got, needs_grad, flat, might_alias)
         if checks.active():
             checks.observe(name + "_backward", out)
