@@ -92,6 +92,10 @@ def from_pretrained(cls, folder: str | os.PathLike, config: MobileBertConfig | N
     if int8_missing:
         raise ValueError(f"loading {cls.__name__} from {str(folder)!r}: config.json's quantization_config names "
                          f"int8 weights the checkpoint lacks: {int8_missing[:5]}")
+    if config.quantization_config is not None:
+        from mbkernels.quantize import check_loaded
+
+        check_loaded(model)
     info = {"missing_keys": missing, "unexpected_keys": unexpected}
     if missing or unexpected:
         message = (f"loading {cls.__name__} from {str(folder)!r}: missing keys {missing} "

@@ -124,6 +124,10 @@ def _input_ranges(model: nn.Module, calibration: Iterable[Any], layers: list[nn.
                 ranges[i] = r if ranges[i] is None else torch.maximum(ranges[i], r)
     if ranges[0] is None:
         raise ValueError("calibration: expected at least one batch, got none")
+    for i, r in enumerate(ranges):
+        if not torch.isfinite(r).all():
+            raise ValueError(f"calibration: layer {i}'s input holds inf or NaN on these batches (the float32 model "
+                             "overflows on them): no smoothing can be measured from them")
     return ranges
 
 
@@ -200,3 +204,17 @@ def prepare_for_loading(model: nn.Module, settings: dict[str, Any]) -> None:
                                              smooth and name in over_h))
     for p in model.parameters():
         p.requires_grad_(False)
+
+
+def check_loaded(model: nn.Module) -> None:
+    """A loaded int8 model's values: weights in [-127, 127], scales finite and > 0, smoothing finite
+    and > 0; ValueError naming the tensor (a malformed file would otherwise compute garbage)."""
+    for name, m in model.named_modules():
+        if not isinstance(m, Int8Linear):
+            continue
+        if bool((m.weight == -128).any()):
+            raise ValueError(f"checkpoint tensor {name}.weight: expected int8 values in [-127, 127], got -128")
+        for what, t in (("weight_scale", m.weight_scale), ("input_smooth", m.input_smooth)):
+            if t is not None and not bool((torch.isfinite(t) & (t > 0)).all()):
+                bad = t[~(torch.isfinite(t) & (t > 0))][0].item()
+                raise ValueError(f"checkpoint tensor {name}.{what}: expected finite values > 0, got {bad}")
