@@ -26,17 +26,22 @@ class Int8Form(NamedTuple):
 
 
 _owners = WeakTensorKeyDictionary()  # int8 weight -> weakref to the module holding its scale and smooth
+# Whether any weight was ever registered: a plain global that torch.compile reads as a constant (the
+# dictionary's len() is a function dynamo will not trace), so float-only programs pay nothing.
+_any = False
 
 
 def register(weight: torch.Tensor, owner) -> None:
     """Make `weight` (int8 [N, K]) an int8 weight whose scale and smooth are `owner.weight_scale`
     and `owner.input_smooth` (None: no smoothing)."""
+    global _any
     _owners[weight] = weakref.ref(owner)
+    _any = True
 
 
 def form(t: torch.Tensor | None) -> Int8Form | None:
     """The scales of `t` when it is a registered int8 weight, else None."""
-    if t is None or t.dtype != torch.int8 or not _owners:
+    if not _any or t is None or t.dtype != torch.int8:
         return None
     ref = _owners.get(t)
     owner = ref() if ref is not None else None
@@ -45,7 +50,7 @@ def form(t: torch.Tensor | None) -> Int8Form | None:
 
 def any_int8(tensors) -> bool:
     """Whether any of `tensors` (None allowed) is a registered int8 weight (cheap while none is)."""
-    return bool(_owners) and any(form(t) is not None for t in tensors)
+    return _any and any(form(t) is not None for t in tensors)
 
 
 def no_gradient_error(op: str) -> RuntimeError:
