@@ -66,9 +66,9 @@ def packed(linears: Sequence[tuple[torch.Tensor, torch.Tensor | None]]):
     """The packed form of the Linears `(weight [n_i, k], bias [n_i] or None)` stacked along n, for
     the active ISA. Weights are float32 CPU tensors (checked by the caller), any strides, or all
     int8 weights (ops/int8.py) sharing one smooth: packed for the int8 GEMM with their scales."""
-    forms = [int8.form(w) for w, _ in linears]
-    if forms[0] is None:
+    if int8.form(linears[0][0]) is None:
         return prepared(("packed",), [t for pair in linears for t in pair], lambda: _packed(linears))
+    forms = [int8.form(w) for w, _ in linears]
     tensors = [t for (w, b), f in zip(linears, forms) for t in (w, b, *(f or (None, None)))]
     return prepared(("packed int8",), tensors, lambda: _packed_int8(linears, forms))
 

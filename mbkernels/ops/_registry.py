@@ -89,7 +89,7 @@ class OpDef:
                 # and compiled calls see it as an argument.
                 args = (*args[:self._seed], new_seed(), *args[self._seed + 1:])
             if _wants_grad(self.signature, args):
-                if int8.any_int8(self.tensors(args)):
+                if int8.exists() and int8.any_int8(self.tensors(args)):
                     raise int8.no_gradient_error(self.name)
                 out = self.op(*args, True)[:-1]
             elif torch.compiler.is_compiling():
@@ -110,7 +110,7 @@ class OpDef:
         device = _first_tensor(self.signature, args).device
         current = backend.current_backend()
         if current == "triton" or device.type == "cuda":
-            if int8.any_int8(self.tensors(args)):
+            if int8.exists() and int8.any_int8(self.tensors(args)):
                 return None  # no int8 Triton kernel: the reference computes the int8 definition
             wanted = "triton"
         elif device.type == "cpu" and backend._C is not None:

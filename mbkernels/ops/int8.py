@@ -48,8 +48,14 @@ def form(t: torch.Tensor | None) -> Int8Form | None:
     return None if owner is None else Int8Form(owner.weight_scale, owner.input_smooth)
 
 
+def exists() -> bool:
+    """Whether any int8 weight was ever registered: callers on hot paths ask this before gathering
+    the tensors for `any_int8`."""
+    return _any
+
+
 def any_int8(tensors) -> bool:
-    """Whether any of `tensors` (None allowed) is a registered int8 weight (cheap while none is)."""
+    """Whether any of `tensors` (None allowed) is a registered int8 weight."""
     return _any and any(form(t) is not None for t in tensors)
 
 
