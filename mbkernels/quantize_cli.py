@@ -41,26 +41,16 @@ def _model_class(folder: str):
 
 
 def calibration_batches(path: str, tokenizer, samples: int, max_seq_len: int, batch_size: int) -> list[dict]:
-    """The first `samples` non-blank lines of `path` as padded batches of input_ids and attention_mask."""
-    import torch
+    """The first `samples` non-blank lines of `path` as right-padded batches (fine-tuning's `collate`)."""
+    from mbkernels.finetune.data import Feature, collate
 
     with open(path, encoding="utf-8") as f:
         lines = [line.strip() for line in f if line.strip()][:samples]
     if not lines:
         raise ValueError(f"calibration: expected text lines in {path!r}, found none")
     tokenizer.enable_truncation(max_seq_len)
-    encoded = [e.ids for e in tokenizer.encode_batch(lines)]
-    batches = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start:start + batch_size]
-        width = max(map(len, chunk))
-        ids = torch.zeros(len(chunk), width, dtype=torch.long)
-        mask = torch.zeros(len(chunk), width, dtype=torch.long)
-        for i, row in enumerate(chunk):
-            ids[i, :len(row)] = torch.tensor(row)
-            mask[i, :len(row)] = 1
-        batches.append({"input_ids": ids, "attention_mask": mask})
-    return batches
+    features = [Feature(e.ids, [0] * len(e.ids), None, i) for i, e in enumerate(tokenizer.encode_batch(lines))]
+    return [collate(features[start:start + batch_size]) for start in range(0, len(features), batch_size)]
 
 
 def main(argv: list[str] | None = None) -> int:
