@@ -1,7 +1,9 @@
 """int8 inference: `quantize(model, calibration=...)` turns a model's encoder Linears into `Int8Linear`s.
 
 The scheme (the kernels' definition: csrc/core/gemm/gemm.h, "int8"; `ops.reference.int8_linear`):
-- weights int8, symmetric per output channel: weight = round(W / scale), scale = max|W_row| / 127;
+- weights int8, symmetric per output channel: weight = round(W / scale), scale = max|W_row| / qmax,
+  qmax = 127, or 63 with `weight_bits=7`, which AVX2 CPUs without VNNI run on a faster kernel
+  (vpmaddubsw, whose int16 pair sums saturate beyond 7-bit weights; csrc/core/gemm/gemm.h);
 - activations quantized dynamically per row (token) as the GEMM reads them, so one [CLS] row at 1e7
   does not crush the others; int32 sums; dequantization, bias, activation, residual and norm in
   fp32 in the kernels' epilogues;
@@ -49,8 +51,10 @@ class Int8Linear(nn.Module):
         int8.register(self.weight, self)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, smooth: torch.Tensor | None = None) -> Int8Linear:
-        """`linear` quantized; `smooth` [in] multiplies the activations (its inverse goes into W)."""
+    def from_linear(cls, linear: nn.Linear, smooth: torch.Tensor | None = None, weight_bits: int = 8) -> Int8Linear:
+        """`linear` quantized to `weight_bits`-bit weights (in [-qmax, qmax], qmax = 2^(bits-1) - 1);
+        `smooth` [in] multiplies the activations (its inverse goes into W)."""
+        qmax = weight_max(weight_bits)
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, smooth is not None)
         with torch.no_grad():
             w = linear.weight.detach().float()
@@ -58,8 +62,8 @@ class Int8Linear(nn.Module):
                 q.input_smooth.copy_(smooth)
                 w = w / smooth
             amax = w.abs().amax(1)
-            scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-            q.weight.copy_(torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
+            scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+            q.weight.copy_(torch.round(w / scale[:, None]).clamp(-qmax, qmax).to(torch.int8))
             q.weight_scale.copy_(scale)
             if linear.bias is not None:
                 q.bias.copy_(linear.bias.detach().float())
@@ -76,6 +80,13 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, smooth={self.input_smooth is not None}")
+
+
+def weight_max(weight_bits: int) -> int:
+    """The largest |weight| of `weight_bits`-bit symmetric weights (7 or 8 bits)."""
+    if weight_bits not in (7, 8):
+        raise ValueError(f"weight_bits: expected 7 or 8, got {weight_bits!r}")
+    return 2 ** (weight_bits - 1) - 1
 
 
 def _layers(model: nn.Module) -> list[nn.Module]:
@@ -132,13 +143,15 @@ def _input_ranges(model: nn.Module, calibration: Iterable[Any], layers: list[nn.
 
 
 def quantize(model: nn.Module, calibration: Iterable[Any] | None = None, smooth_alpha: float | None = 0.5,
-             progress: bool = False) -> nn.Module:
+             weight_bits: int = 8, progress: bool = False) -> nn.Module:
     """Quantize `model`'s encoder Linears to int8 in place and return it (inference only from then on).
 
     `calibration`: batches of input ids ([B, S] tensors, or dicts with input_ids and attention_mask)
     from which SmoothQuant's per-channel ranges of each layer's input are measured; without it (or
-    with `smooth_alpha=None`) no smoothing is applied."""
+    with `smooth_alpha=None`) no smoothing is applied. `weight_bits`: 8, or 7 for the faster kernel
+    of AVX2 CPUs without VNNI (the accuracy cost: bench/results/issue18-int8-accuracy.md)."""
     layers = _layers(model)
+    weight_max(weight_bits)
     if model.config.quantization_config is not None:
         raise ValueError("model: expected a float32 model, got one already quantized "
                          f"({model.config.quantization_config.get('quant_method')})")
@@ -163,19 +176,20 @@ def quantize(model: nn.Module, calibration: Iterable[Any] | None = None, smooth_
             s = h_range.float().clamp_min(1e-5) ** alpha / w_range.float().clamp_min(1e-5) ** (1 - alpha)
             smooth = 1.0 / s
         for name in over_h:
-            _replace(layer, name, Int8Linear.from_linear(layer.get_submodule(name), smooth))
+            _replace(layer, name, Int8Linear.from_linear(layer.get_submodule(name), smooth, weight_bits))
         for name in rest:
-            _replace(layer, name, Int8Linear.from_linear(layer.get_submodule(name)))
-    model.config.quantization_config = settings(alpha, over_h + rest)
+            _replace(layer, name, Int8Linear.from_linear(layer.get_submodule(name), None, weight_bits))
+    model.config.quantization_config = settings(alpha, over_h + rest, weight_bits)
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
 
 
-def settings(alpha: float | None, modules: list[str]) -> dict[str, Any]:
-    """What config.json records of a quantized model."""
+def settings(alpha: float | None, modules: list[str], weight_bits: int = 8) -> dict[str, Any]:
+    """What config.json records of a quantized model (a folder without weight_bits has 8)."""
     return {"quant_method": FORMAT, "version": VERSION, "weights": "int8 symmetric per output channel",
-            "activations": "int8 dynamic per row", "smooth_alpha": alpha, "modules": list(modules)}
+            "weight_bits": weight_bits, "activations": "int8 dynamic per row", "smooth_alpha": alpha,
+            "modules": list(modules)}
 
 
 def _replace(layer: nn.Module, name: str, module: nn.Module) -> None:
@@ -190,6 +204,10 @@ def prepare_for_loading(model: nn.Module, settings: dict[str, Any]) -> None:
         raise ValueError(f"config.json quantization_config: expected quant_method {FORMAT!r} version {VERSION} "
                          f"(the format this mbkernels reads), got quant_method {settings.get('quant_method')!r} "
                          f"version {settings.get('version')!r}")
+    try:
+        weight_max(settings.get("weight_bits", 8))
+    except ValueError as e:
+        raise ValueError(f"config.json quantization_config: {e}") from None
     layers = _layers(model)
     over_h, _ = linear_names(layers[0].config)
     smooth = settings.get("smooth_alpha") is not None
@@ -207,13 +225,17 @@ def prepare_for_loading(model: nn.Module, settings: dict[str, Any]) -> None:
 
 
 def check_loaded(model: nn.Module) -> None:
-    """A loaded int8 model's values: weights in [-127, 127], scales finite and > 0, smoothing finite
-    and > 0; ValueError naming the tensor (a malformed file would otherwise compute garbage)."""
+    """A loaded int8 model's values: weights in [-qmax, qmax] of its weight_bits, scales finite and > 0,
+    smoothing finite and > 0; ValueError naming the tensor (a malformed file would otherwise compute
+    garbage)."""
+    qmax = weight_max(model.config.quantization_config.get("weight_bits", 8))
     for name, m in model.named_modules():
         if not isinstance(m, Int8Linear):
             continue
-        if bool((m.weight == -128).any()):
-            raise ValueError(f"checkpoint tensor {name}.weight: expected int8 values in [-127, 127], got -128")
+        w = m.weight.flatten().to(torch.int16)  # int16: |-128| does not wrap
+        if w.numel() and int(w.abs().max()) > qmax:
+            raise ValueError(f"checkpoint tensor {name}.weight: expected int8 values in [-{qmax}, {qmax}] (weight_bits "
+                             f"{model.config.quantization_config.get('weight_bits', 8)}), got {int(w[w.abs().argmax()])}")
         for what, t in (("weight_scale", m.weight_scale), ("input_smooth", m.input_smooth)):
             if t is not None and not bool((torch.isfinite(t) & (t > 0)).all()):
                 bad = t[~(torch.isfinite(t) & (t > 0))][0].item()

@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--smooth-alpha", type=float, default=0.5, help="SmoothQuant's migration strength in [0, 1]")
+    p.add_argument("--weight-bits", type=int, choices=(7, 8), default=8,
+                   help="8, or 7 for the faster kernel of AVX2 CPUs without VNNI (default: 8)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -83,7 +85,8 @@ def _quantize(args) -> int:
             from tqdm import tqdm
 
             calibration = tqdm(calibration, desc="calibrating", unit="batch")
-    quantize(model, calibration, smooth_alpha=args.smooth_alpha, progress=not args.no_progress)
+    quantize(model, calibration, smooth_alpha=args.smooth_alpha, weight_bits=args.weight_bits,
+             progress=not args.no_progress)
     model.save_pretrained(args.output)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         source = os.path.join(args.tokenizer or args.model, name)

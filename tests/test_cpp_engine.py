@@ -131,17 +131,18 @@ def test_engine_matches_python(case, tmp_path):
 
 
 @requires_native
-@pytest.mark.parametrize("case", list(CASES))
-def test_engine_runs_int8_folders(case, tmp_path):
+@pytest.mark.parametrize("case,weight_bits", [(case, 8) for case in CASES] + [("mobilebert-mlm", 7)])
+def test_engine_runs_int8_folders(case, weight_bits, tmp_path):
     """A folder `mbkernels.quantize` wrote (SmoothQuant-calibrated) runs in the engine with the same
-    int8 GEMMs: the engine's output matches the quantized Python model's, every attention mode."""
+    int8 GEMMs: the engine's output matches the quantized Python model's, every attention mode, and
+    with 7-bit weights (the packer's narrow kernel where the ISA has one)."""
     cls, config, head, field = CASES[case]
     config = small(config)
     model = cls(config)
     realistic_init_(model)
     g = torch.Generator().manual_seed(3)
     calibration = [torch.randint(1, config.vocab_size, (2, 12), generator=g) for _ in range(2)]
-    mbkernels.quantize(model.eval(), calibration)
+    mbkernels.quantize(model.eval(), calibration, weight_bits=weight_bits)
     model.save_pretrained(tmp_path)
     batch = padded_batch(config.vocab_size, tmp_path)
     ref, ref_hidden = python_outputs(model, batch, field)

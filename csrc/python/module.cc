@@ -53,7 +53,8 @@ gemm::Int8Variant int8_variant(const std::string& variant) {
   if (variant == "best") return gemm::Int8Variant::best;
   if (variant == "base") return gemm::Int8Variant::base;
   if (variant == "dot") return gemm::Int8Variant::dot;
-  throw std::invalid_argument("variant: expected 'best', 'base' or 'dot', got '" + variant + "'");
+  if (variant == "narrow") return gemm::Int8Variant::narrow;
+  throw std::invalid_argument("variant: expected 'best', 'base', 'dot' or 'narrow', got '" + variant + "'");
 }
 
 }  // namespace
@@ -75,14 +76,18 @@ PYBIND11_MODULE(_C, m) {
         "Make the kernels use isa; ValueError if it is unknown, not compiled or not supported.");
   m.def("gemm_kernel", [] { return std::string(gemm::tile(active_isa()).name); },
         "The GEMM microkernel the active ISA runs, e.g. 'f32_gemm_6x16__avx2'.");
-  m.def("int8_gemm_kernel", []() -> std::string {
+  m.def("int8_gemm_kernel", [](int weight_bits) -> std::string {
+        if (weight_bits < 2 || weight_bits > 8)
+          throw std::invalid_argument("weight_bits: expected 2..8, got " + std::to_string(weight_bits));
         try {
-          return gemm::int8_tile(active_isa()).name;
+          return gemm::int8_tile(active_isa(), gemm::Int8Variant::best, (1 << (weight_bits - 1)) - 1).name;
         } catch (const std::invalid_argument&) {
           return "";  // this ISA has no int8 kernel
         }
       },
-      "The int8 GEMM microkernel the active ISA runs (e.g. 'q8_gemm_4x16__avx2'), '' if it has none.");
+      py::arg("weight_bits") = 8,
+      "The int8 GEMM microkernel the active ISA runs for weights of weight_bits bits (e.g. "
+      "'q8_gemm_4x16__avx2'; 'q8w7_gemm_5x16__avx2' for 7), '' if it has none.");
   m.def("fma_peak_gflops", &fma_peak_gflops, py::arg("threads"), py::arg("seconds"), nogil(),
         "Measured fp32 FMA throughput in GFLOP/s: `threads` threads of independent vector FMAs on "
         "the best ISA for `seconds` (the benchmarks' CPU fp32 peak).");

@@ -1,11 +1,13 @@
-// The int8 GEMM (gemm.h, "int8") on every int8 kernel this CPU runs (each supported ISA's, both
-// variants where it has a dot-product one: through SIMDe on x86, natively under qemu-aarch64),
+// The int8 GEMM (gemm.h, "int8") on every int8 kernel this CPU runs (each supported ISA's, every
+// variant it has: dot products through SIMDe on x86, natively under qemu-aarch64; narrow on weights
+// in [-63, 63]),
 // against a reference that follows the definition step by step (fp32 row quantization, exact integer sums in int64, the
 // dequantization and the epilogue in double): M, N, K below, at and above each tile (K not a
 // multiple of the group), every epilogue, smooth or not, strided A/C, 1 and 2 threads; the
-// worst-case products (|a| = |w| = 127 everywhere, where a saturating int16 pair sum would show),
+// worst-case products (|a| = 127 and |w| the kernel's largest everywhere, where a saturating int16
+// pair sum would show),
 // zero and non-finite rows; ffn_stack on int8 weights equal bit for bit to its GEMMs one by one;
-// an ISA's two variants equal bit for bit (the same integers, the same epilogue code); the run-time
+// an ISA's variants equal bit for bit (the same integers, the same epilogue code); the run-time
 // choice of variant; and the packing's argument errors.
 #include <cmath>
 #include <cstdio>
@@ -34,6 +36,7 @@ struct Kernel {
   Isa isa;
   Int8Variant variant;
   const char* name;  // its tile's, e.g. q8_gemm_6x16__neondot
+  int weight_max;    // the largest |w| it takes: the tests' weights reach it
 };
 
 constexpr double kTol = 2e-6;  // fp32 rounding of the dequantization and the epilogue
@@ -50,9 +53,9 @@ struct Problem {
 };
 
 Problem make_problem(int64_t m, int64_t n, int64_t k, bool has_smooth, Act act, bool has_res,
-                     Norm norm, int64_t pad, std::mt19937& rng) {
+                     Norm norm, int64_t pad, std::mt19937& rng, int weight_max = 127) {
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::uniform_int_distribution<int> wi(-127, 127);
+  std::uniform_int_distribution<int> wi(-weight_max, weight_max);
   Problem p{m, n, k, k + pad, n + pad, {}, {}, {}, {}, {}, {}, {}, {}, has_smooth, act, norm, has_res};
   p.a.resize(static_cast<size_t>(m * p.lda));
   for (int64_t i = 0; i < m; ++i) {
@@ -156,10 +159,12 @@ std::vector<Kernel> int8_kernels() {
   std::vector<Kernel> out;
   for (Isa isa : mbk::supported_isas()) {
     const mbk::gemm::IsaGemm& kern = mbk::gemm::isa_gemm(isa);
-    if (kern.int8.run != nullptr) out.push_back({isa, Int8Variant::base, kern.int8.tile.name});
+    if (kern.int8.run != nullptr) out.push_back({isa, Int8Variant::base, kern.int8.tile.name, 127});
+    if (kern.int8_narrow.run != nullptr)
+      out.push_back({isa, Int8Variant::narrow, kern.int8_narrow.tile.name, kern.int8_narrow.weight_max});
     if (kern.int8_dot.run == nullptr) continue;
     if (mbk::int8_dot_supported(isa))
-      out.push_back({isa, Int8Variant::dot, kern.int8_dot.tile.name});
+      out.push_back({isa, Int8Variant::dot, kern.int8_dot.tile.name, 127});
     else
       std::printf("%s (%s): not run, this CPU lacks the extension\n", mbk::isa_name(isa),
                   kern.int8_dot.tile.name);
@@ -180,7 +185,7 @@ double sweep(const Kernel& kn, std::mt19937& rng, int* cases) {
         const bool res = combo % 2 == 0, smooth = combo % 4 < 2;
         const int threads = 1 + combo % 2;
         ++combo;
-        Problem p = make_problem(m, n, k, smooth, act, res, norm, combo % 3, rng);
+        Problem p = make_problem(m, n, k, smooth, act, res, norm, combo % 3, rng, kn.weight_max);
         PackedWeights pw = pack(p, kn);
         std::vector<float> c(static_cast<size_t>(m * p.ldc), -7.0f);
         mbk::gemm::gemm(p.a.data(), p.lda, m, pw, c.data(), p.ldc, epilogue(p), threads);
@@ -196,15 +201,17 @@ double sweep(const Kernel& kn, std::mt19937& rng, int* cases) {
   return worst;
 }
 
-// |a| = |w| = 127 in every product, signs chosen so that pair sums reach +-2 * 127^2 and whole
-// dot products 127^2 * K up to the largest K: exact, or a saturating kernel shows.
+// |a| = 127 and |w| = the kernel's weight_max in every product, signs chosen so that pair sums reach
+// their extremes (+-2 * 255 * 63 on A + 128 for the narrow kernels) and whole dot products
+// 127 * weight_max * K up to the largest K: exact, or a saturating kernel shows.
 void worst_case_products(const Kernel& kn, std::mt19937& rng) {
   for (int64_t k : {int64_t(2), int64_t(8), int64_t(512), mbk::gemm::kMaxInt8K}) {
     Problem p = make_problem(4, 16, k, false, Act::none, false, Norm::none, 0, rng);
     for (int64_t i = 0; i < p.m; ++i)
       for (int64_t c = 0; c < k; ++c) p.a[i * p.lda + c] = (i % 2 == 0 || c % 3 != 0) ? 1e7f : -1e7f;
     for (int64_t j = 0; j < p.n; ++j) {
-      for (int64_t c = 0; c < k; ++c) p.w[j * k + c] = static_cast<int8_t>(j % 2 == 0 ? 127 : -127);
+      for (int64_t c = 0; c < k; ++c)
+        p.w[j * k + c] = static_cast<int8_t>(j % 2 == 0 ? kn.weight_max : -kn.weight_max);
       p.scale[j] = 1.0f;
       p.bias[j] = 0.0f;
     }
@@ -213,7 +220,7 @@ void worst_case_products(const Kernel& kn, std::mt19937& rng) {
     mbk::gemm::gemm(p.a.data(), p.lda, p.m, pw, c.data(), p.ldc, epilogue(p), 1);
     for (int64_t i = 0; i < p.m; ++i) {
       int64_t acc = 0;
-      for (int64_t cc = 0; cc < k; ++cc) acc += (p.a[i * p.lda + cc] > 0 ? 127 : -127) * 127;
+      for (int64_t cc = 0; cc < k; ++cc) acc += (p.a[i * p.lda + cc] > 0 ? 127 : -127) * kn.weight_max;
       for (int64_t j = 0; j < p.n; ++j) {
         const double want = double(j % 2 == 0 ? acc : -acc) * (1e7 / 127.0);
         CHECK(std::fabs(c[i * p.ldc + j] - want) <= 1e-6 * std::fabs(want) + 1e-3,
@@ -226,7 +233,7 @@ void worst_case_products(const Kernel& kn, std::mt19937& rng) {
 
 // A zero row gives the bias, a row holding inf or NaN gives NaN, and neither touches the others.
 void special_rows(const Kernel& kn, std::mt19937& rng) {
-  Problem p = make_problem(3, 20, 9, true, Act::none, false, Norm::none, 0, rng);
+  Problem p = make_problem(3, 20, 9, true, Act::none, false, Norm::none, 0, rng, kn.weight_max);
   for (int64_t c = 0; c < p.k; ++c) p.a[c] = 0.0f;
   p.a[p.lda + 4] = std::nanf("");
   PackedWeights pw = pack(p, kn);
@@ -253,8 +260,8 @@ void special_rows(const Kernel& kn, std::mt19937& rng) {
 // its GEMMs one at a time (row quantization is per row, so row tiles cannot change it).
 void ffn_stack_matches_gemms(const Kernel& kn, std::mt19937& rng) {
   const int64_t rows = 29, width = 24, inter = 40;
-  Problem w1 = make_problem(1, inter, width, true, Act::relu, false, Norm::none, 0, rng);
-  Problem w2 = make_problem(1, width, inter, false, Act::none, false, Norm::nonorm, 0, rng);
+  Problem w1 = make_problem(1, inter, width, true, Act::relu, false, Norm::none, 0, rng, kn.weight_max);
+  Problem w2 = make_problem(1, width, inter, false, Act::none, false, Norm::nonorm, 0, rng, kn.weight_max);
   PackedWeights p1 = pack(w1, kn), p2 = pack(w2, kn);
   std::vector<float> x(static_cast<size_t>(rows * width));
   std::uniform_real_distribution<float> u(-3.0f, 3.0f);
@@ -300,6 +307,15 @@ void check_errors(const Kernel& kn) {
     CHECK(throws(pack_2x3), "an int8 scale of %g must throw", bad);
   }
   scale[1] = 1.0f;
+  if (kn.weight_max < 127) {
+    w[4] = static_cast<int8_t>(kn.weight_max + 1);
+    CHECK(throws(pack_2x3), "%s: an int8 weight of %d must throw", kn.name, kn.weight_max + 1);
+    w[4] = static_cast<int8_t>(-kn.weight_max - 1);
+    CHECK(throws(pack_2x3), "%s: an int8 weight of %d must throw", kn.name, -kn.weight_max - 1);
+    w[4] = static_cast<int8_t>(-kn.weight_max);
+    CHECK(!throws(pack_2x3), "%s: an int8 weight of %d must pack", kn.name, -kn.weight_max);
+    w[4] = 1;
+  }
   std::vector<int8_t> wide(static_cast<size_t>(mbk::gemm::kMaxInt8K + 1), 1);
   CHECK(throws([&] {
           PackedWeights(mbk::gemm::Int8Weight{wide.data(), 1, 1, scale.data()}, nullptr, 1,
@@ -308,12 +324,12 @@ void check_errors(const Kernel& kn) {
         "k > kMaxInt8K must throw");
 }
 
-// An ISA's two variants compute the same integers and share the epilogue code: equal bit for bit,
-// every epilogue, K not a multiple of either group.
+// An ISA's variants compute the same integers and share the epilogue code: equal bit for bit,
+// every epilogue, K not a multiple of either group, on weights the second variant takes.
 void variants_agree(const Kernel& base, const Kernel& dot, std::mt19937& rng) {
   for (int combo = 0; combo < 9; ++combo) {
     Problem p = make_problem(13, 70, 67, combo % 2 == 0, static_cast<Act>(combo % 3), combo % 2 == 1,
-                             static_cast<Norm>(combo / 3), 1, rng);
+                             static_cast<Norm>(combo / 3), 1, rng, dot.weight_max);
     std::vector<float> cb(static_cast<size_t>(p.m * p.ldc)), cd(cb.size());
     mbk::gemm::gemm(p.a.data(), p.lda, p.m, pack(p, base), cb.data(), p.ldc, epilogue(p), 1);
     mbk::gemm::gemm(p.a.data(), p.lda, p.m, pack(p, dot), cd.data(), p.ldc, epilogue(p), 1);
@@ -324,19 +340,28 @@ void variants_agree(const Kernel& base, const Kernel& dot, std::mt19937& rng) {
   }
 }
 
-// The variant packing picks by default: dot exactly where the ISA has one and this CPU runs it;
-// naming a variant the CPU cannot run (or the ISA lacks) throws.
+// The variant packing picks by default: dot exactly where the ISA has one and this CPU runs it,
+// else narrow where the ISA has one and the weights are within its range, else base; naming a
+// variant the CPU cannot run (or the ISA lacks) throws.
 void variant_choice(Isa isa) {
   const mbk::gemm::IsaGemm& kern = mbk::gemm::isa_gemm(isa);
   const bool dot = kern.int8_dot.run != nullptr && mbk::int8_dot_supported(isa);
-  std::vector<int8_t> w(6, 1);
-  std::vector<float> scale(2, 1.0f);
-  const PackedWeights best(mbk::gemm::Int8Weight{w.data(), 3, 1, scale.data()}, nullptr, 2, 3, isa);
-  CHECK(best.int8_variant() == (dot ? Int8Variant::dot : Int8Variant::base),
-        "%s: the default int8 variant must be %s", mbk::isa_name(isa), dot ? "dot" : "base");
-  const mbk::gemm::Tile want = dot ? kern.int8_dot.tile : kern.int8.tile;
-  CHECK(best.nr() == want.nr && std::string(mbk::gemm::int8_tile(isa).name) == want.name,
-        "%s: the default int8 tile must be %s", mbk::isa_name(isa), want.name);
+  const bool narrow = kern.int8_narrow.run != nullptr;
+  for (int most : {1, 63, 64, 127}) {
+    std::vector<int8_t> w(6, 1);
+    w[5] = static_cast<int8_t>(-most);
+    std::vector<float> scale(2, 1.0f);
+    const PackedWeights best(mbk::gemm::Int8Weight{w.data(), 3, 1, scale.data()}, nullptr, 2, 3, isa);
+    const bool fits = narrow && most <= kern.int8_narrow.weight_max;
+    const Int8Variant want = dot ? Int8Variant::dot : fits ? Int8Variant::narrow : Int8Variant::base;
+    const mbk::gemm::Tile tile = dot ? kern.int8_dot.tile : fits ? kern.int8_narrow.tile : kern.int8.tile;
+    CHECK(best.int8_variant() == want && best.nr() == tile.nr &&
+              std::string(mbk::gemm::int8_tile(isa, Int8Variant::best, most).name) == tile.name,
+          "%s, weights up to %d: the default int8 kernel must be %s", mbk::isa_name(isa), most, tile.name);
+  }
+  if (!narrow)
+    CHECK(throws([&] { mbk::gemm::int8_tile(isa, Int8Variant::narrow); }),
+          "%s: no narrow kernel, int8_tile(narrow) must throw", mbk::isa_name(isa));
   if (!dot)
     CHECK(throws([&] { mbk::gemm::int8_tile(isa, Int8Variant::dot); }),
           "%s: no dot-product kernel this CPU runs, int8_tile(dot) must throw", mbk::isa_name(isa));
@@ -363,8 +388,8 @@ int main() {
     special_rows(kn, rng);
     ffn_stack_matches_gemms(kn, rng);
     check_errors(kn);
-    if (kn.variant == Int8Variant::dot)
-      variants_agree({kn.isa, Int8Variant::base, mbk::gemm::isa_gemm(kn.isa).int8.tile.name}, kn, rng);
+    if (kn.variant != Int8Variant::base)
+      variants_agree({kn.isa, Int8Variant::base, mbk::gemm::isa_gemm(kn.isa).int8.tile.name, 127}, kn, rng);
     std::printf("%s (%s): %d cases, worst rel err %.3g (tol %.0e)\n", mbk::isa_name(kn.isa), kn.name,
                 cases, worst, kTol);
   }

@@ -44,14 +44,24 @@ const IsaGemm& isa_gemm(Isa isa) {
 
 Tile tile(Isa isa) { return isa_gemm(isa).tile; }
 
-const Int8Gemm& int8_gemm(Isa isa, Int8Variant variant) {
+const Int8Gemm& int8_gemm(Isa isa, Int8Variant variant, int weight_max) {
   const IsaGemm& kern = isa_gemm(isa);
-  const bool dot_runs = kern.int8_dot.run != nullptr && int8_dot_supported(isa);
-  if (variant == Int8Variant::best) variant = dot_runs ? Int8Variant::dot : Int8Variant::base;
   if (kern.int8.run == nullptr)
     throw std::invalid_argument(std::string("gemm: ISA '") + isa_name(isa) +
                                 "' has no int8 GEMM kernel");
+  const bool dot_runs = kern.int8_dot.run != nullptr && int8_dot_supported(isa);
+  if (variant == Int8Variant::best) {
+    if (dot_runs) return kern.int8_dot;
+    const bool narrow_fits = kern.int8_narrow.run != nullptr && weight_max <= kern.int8_narrow.weight_max;
+    return narrow_fits ? kern.int8_narrow : kern.int8;
+  }
   if (variant == Int8Variant::base) return kern.int8;
+  if (variant == Int8Variant::narrow) {
+    if (kern.int8_narrow.run == nullptr)
+      throw std::invalid_argument(std::string("gemm: ISA '") + isa_name(isa) +
+                                  "' has no narrow-weight int8 GEMM kernel");
+    return kern.int8_narrow;
+  }
   if (kern.int8_dot.run == nullptr)
     throw std::invalid_argument(std::string("gemm: ISA '") + isa_name(isa) +
                                 "' has no dot-product int8 GEMM kernel");
@@ -61,7 +71,9 @@ const Int8Gemm& int8_gemm(Isa isa, Int8Variant variant) {
   return kern.int8_dot;
 }
 
-Tile int8_tile(Isa isa, Int8Variant variant) { return int8_gemm(isa, variant).tile; }
+Tile int8_tile(Isa isa, Int8Variant variant, int weight_max) {
+  return int8_gemm(isa, variant, weight_max).tile;
+}
 
 void PackedWeights::Free::operator()(void* p) const { std::free(p); }
 
@@ -110,16 +122,41 @@ PackedWeights::PackedWeights(const float* w, int64_t stride_n, int64_t stride_k,
   g_pack_count.fetch_add(1, std::memory_order_relaxed);
 }
 
+namespace {
+
+// The largest |w| of an int8 weight; std::invalid_argument at a -128 (outside the symmetric range).
+int int8_weight_max(const Int8Weight& w, int64_t n, int64_t k) {
+  int most = 0;
+  for (int64_t col = 0; col < n; ++col)
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const int v = w.w[col * w.stride_n + kk * w.stride_k];
+      if (v == -128)
+        throw std::invalid_argument("PackedWeights: int8 weights must be in [-127, 127], got -128 at [" +
+                                    std::to_string(col) + ", " + std::to_string(kk) + "]");
+      most = std::max(most, v < 0 ? -v : v);
+    }
+  return most;
+}
+
+}  // namespace
+
 PackedWeights::PackedWeights(const Int8Weight& w, const float* bias, int64_t n, int64_t k, Isa isa,
                              Int8Variant variant)
     : n_(n), k_(k), isa_(isa) {
-  const Int8Gemm& kern = int8_gemm(isa, variant);
-  mr_ = kern.tile.mr, nr_ = kern.tile.nr, group_ = kern.group;
-  variant_ = &kern == &isa_gemm(isa).int8_dot ? Int8Variant::dot : Int8Variant::base;
   check_sizes(n, k);
   if (k > kMaxInt8K)
     throw std::invalid_argument("PackedWeights: the int8 GEMM takes k <= " +
                                 std::to_string(kMaxInt8K) + ", got k=" + std::to_string(k));
+  const int weight_max = int8_weight_max(w, n, k);
+  const Int8Gemm& kern = int8_gemm(isa, variant, weight_max);
+  if (weight_max > kern.weight_max)
+    throw std::invalid_argument(std::string("PackedWeights: ") + kern.tile.name + " takes int8 weights in [-" +
+                                std::to_string(kern.weight_max) + ", " + std::to_string(kern.weight_max) +
+                                "], got one of magnitude " + std::to_string(weight_max));
+  mr_ = kern.tile.mr, nr_ = kern.tile.nr, group_ = kern.group;
+  const IsaGemm& all = isa_gemm(isa);
+  variant_ = &kern == &all.int8_dot ? Int8Variant::dot
+             : &kern == &all.int8_narrow ? Int8Variant::narrow : Int8Variant::base;
   for (int64_t col = 0; col < n; ++col)
     if (!(w.scale[col] > 0.0f && w.scale[col] <= 3.4e38f))
       throw std::invalid_argument("PackedWeights: int8 scale[" + std::to_string(col) +
@@ -142,12 +179,7 @@ PackedWeights::PackedWeights(const Int8Weight& w, const float* bias, int64_t n, 
       int32_t colsum = 0;  // |colsum| <= 127 * kMaxInt8K: 128 * colsum fits int32
       for (int64_t kk = 0; kk < kp; ++kk) {
         int8_t v = 0;
-        if (col < n && kk < k) {
-          v = w.w[col * w.stride_n + kk * w.stride_k];
-          if (v == -128)
-            throw std::invalid_argument("PackedWeights: int8 weights must be in [-127, 127], got -128 "
-                                        "at [" + std::to_string(col) + ", " + std::to_string(kk) + "]");
-        }
+        if (col < n && kk < k) v = w.w[col * w.stride_n + kk * w.stride_k];
         colsum += v;
         unsigned char* at = groups + ((kk / group) * nr + j) * 4;  // this column's 4 bytes
         if (group == 4)

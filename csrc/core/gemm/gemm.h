@@ -20,12 +20,13 @@
 // (q = 0, s_a = 0 for a zero row; s_a = NaN, so NaN outputs, for a row holding inf or NaN), the
 // int8 products are summed exactly in int32 (every ISA gets the same integers), and the
 // accumulator enters the fp32 epilogue as acc * (s_a * scale[n]) + bias[n]. Microkernels are
-// named q8_gemm_<MR>x<NR>__<isa>.
-// Kernels whose dot product multiplies u8 by s8 (AVX-512 VNNI's vpdpbusd) take A as q + 128 and
-// start their accumulators from the panel's comp[n] = -128 * sum_k w[n, k] (exact in int32, made
-// at pack time), so their sums are the same integers. Where an ISA has a dot-product extension
-// that only some of its CPUs have (NEON's FEAT_DotProd, AVX-512 VNNI) it has two int8 kernels,
-// chosen at pack time (Int8Variant): the extension's where the CPU has it (cpu.h).
+// named q8_gemm_<MR>x<NR>__<isa>, q8w7_gemm_... for those that take 7-bit weights only.
+// Kernels whose dot product multiplies u8 by s8 (VNNI's vpdpbusd, AVX2's vpmaddubsw) take A as
+// q + 128 and start their accumulators from the panel's comp[n] = -128 * sum_k w[n, k] (exact in
+// int32, made at pack time), so their sums are the same integers. An ISA may have up to three int8
+// kernels, chosen at pack time (Int8Variant): its dot-product extension's where the CPU has it
+// (NEON's FEAT_DotProd, AVX-512 VNNI; cpu.h), a faster one for weights in [-63, 63] (AVX2), and the
+// one for any CPU and any weights.
 #pragma once
 
 #include <cstddef>
@@ -46,13 +47,16 @@ struct Tile {
 };
 // Throws std::invalid_argument if isa is not compiled into this build.
 Tile tile(Isa isa);
-// An ISA's int8 kernels: base runs on every CPU of the ISA, dot needs its dot-product extension
-// (NEON: sdot; AVX-512: VNNI's vpdpbusd; int8_dot_supported in cpu.h). best: dot where this CPU
-// has it, else base (what production uses; the tests name base and dot to run both).
-enum class Int8Variant : int { best, base, dot };
-// The int8 microkernel of isa; std::invalid_argument if isa has none of that variant or this CPU
-// cannot run it.
-Tile int8_tile(Isa isa, Int8Variant variant = Int8Variant::best);
+// An ISA's int8 kernels: base runs on every CPU of the ISA and any int8 weights; dot needs its
+// dot-product extension (NEON: sdot; AVX-512: VNNI's vpdpbusd; int8_dot_supported in cpu.h);
+// narrow takes weights in [-63, 63] only (7 bits: AVX2's vpmaddubsw, whose int16 sums of two
+// u8 x s8 products stay below 2 * 255 * 63 = 32130 and so never saturate). best: dot where this
+// CPU has it, else narrow where the ISA has one and the weights fit, else base (what production
+// uses; the tests name each variant to run them all).
+enum class Int8Variant : int { best, base, dot, narrow };
+// The int8 microkernel of isa, best resolved for weights whose largest |w| is weight_max;
+// std::invalid_argument if isa has none of that variant or this CPU cannot run it.
+Tile int8_tile(Isa isa, Int8Variant variant = Int8Variant::best, int weight_max = 127);
 
 // The largest K the int8 GEMM takes: a row block of quantized A lives on the stack.
 constexpr int64_t kMaxInt8K = 8192;
@@ -80,13 +84,14 @@ class PackedWeights {
  public:
   PackedWeights(const float* w, int64_t stride_n, int64_t stride_k, const float* bias, int64_t n,
                 int64_t k, Isa isa);
-  // The int8 form for isa's int8 kernel of that variant; std::invalid_argument if isa has no such
-  // kernel this CPU runs, k > kMaxInt8K, a scale is not finite and positive or a weight is -128.
+  // The int8 form for isa's int8 kernel of that variant (best: chosen for these weights' range);
+  // std::invalid_argument if isa has no such kernel this CPU runs, k > kMaxInt8K, a scale is not
+  // finite and positive, a weight is -128, or the variant is narrow and a weight is beyond 63.
   PackedWeights(const Int8Weight& w, const float* bias, int64_t n, int64_t k, Isa isa,
                 Int8Variant variant = Int8Variant::best);
 
   bool int8() const { return group_ > 0; }
-  Int8Variant int8_variant() const { return variant_; }  // base or dot (int8 only)
+  Int8Variant int8_variant() const { return variant_; }  // base, dot or narrow (int8 only)
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
   int group() const { return group_; }  // int8: k per 4-byte group (G above); fp32: 0

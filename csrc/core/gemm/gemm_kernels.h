@@ -39,6 +39,7 @@ struct Int8Gemm {
   RunFn run = nullptr;  // null: no such kernel
   int group = 4;        // k per 4-byte group of a packed panel
   int a_offset = 0;     // activations stored as q + a_offset (128: u8 for u8 x s8 dot products)
+  int weight_max = 127;  // the largest |w| it sums exactly (63: the narrow kernels, gemm.h)
 };
 
 struct IsaGemm {
@@ -62,17 +63,19 @@ struct IsaGemm {
   void (*activation_backward_rows)(Act act, float* u, const float* gh, float* gu, int64_t r0,
                                    int64_t r1, int64_t n, float* ps);
   // The int8 GEMMs (gemm.h, Int8Variant; run() takes the one int8 weights were packed for): int8 runs
-  // on every CPU of the ISA, int8_dot needs the ISA's dot-product extension (int8_dot_supported).
-  // run null: no such kernel.
+  // on every CPU of the ISA, int8_dot needs the ISA's dot-product extension (int8_dot_supported),
+  // int8_narrow takes weights in [-63, 63] only. run null: no such kernel.
   Int8Gemm int8{};
   Int8Gemm int8_dot{};
+  Int8Gemm int8_narrow{};
 };
 
 // The kernels of isa (std::invalid_argument if not compiled).
 const IsaGemm& isa_gemm(Isa isa);
-// isa's int8 kernel of that variant, best resolved for this CPU; std::invalid_argument if isa has
-// none or this CPU cannot run it.
-const Int8Gemm& int8_gemm(Isa isa, Int8Variant variant);
+// isa's int8 kernel of that variant, best resolved for this CPU and weights whose largest |w| is
+// weight_max; std::invalid_argument if isa has none or this CPU cannot run it. (The packer checks
+// that the weights fit the kernel.)
+const Int8Gemm& int8_gemm(Isa isa, Int8Variant variant, int weight_max = 127);
 
 // The operands of C = epilogue(A Wᵀ + bias) for a packed W.
 inline GemmArgs gemm_args(const float* a, int64_t lda, const PackedWeights& w, float* c,

@@ -10,7 +10,8 @@
 //   Q::init(p)            W int32 of the panel's comp row: the accumulators' start (gemm.h)
 //   Q::load(p)            W columns x G k of a packed group (W * 4 bytes, aligned to them)
 //   Q::broadcast(p)       G consecutive elements of one row of A into every lane
-//   Q::dot(acc, a, w)     acc[l] + sum_j a[j] w[l][j]: exact for |a - offset|, |w| <= 127
+//   Q::dot(acc, a, w)     acc[l] + sum_j a[j] w[l][j]: exact for |a - offset| <= 127 and |w| up to
+//                         the kernel's weight_max (127, or 63 for a narrow kernel)
 //   Q::to_float(acc)      the accumulators as V::reg
 //   Q::keep(acc)          a register-allocation hint (a no-op but on AVX2)
 //   Q::store(p, y)        W floats, integral and within [-127, 127], as W elements y + offset at p
@@ -168,10 +169,11 @@ void run_rows_int8(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_
   }
 }
 
-// The IsaGemm entry of that kernel family: the tile and what the packer needs from Q.
+// The IsaGemm entry of that kernel family: the tile and what the packer needs from Q (weight_max:
+// the largest |w| Q::dot sums exactly).
 template <class V, class Q, int MR, int NV>
-Int8Gemm int8_gemm(const char* name) {
-  return {{MR, NV * V::W, name}, &run_rows_int8<V, Q, MR, NV>, Q::G, Q::offset};
+Int8Gemm int8_gemm(const char* name, int weight_max = 127) {
+  return {{MR, NV * V::W, name}, &run_rows_int8<V, Q, MR, NV>, Q::G, Q::offset, weight_max};
 }
 
 }  // namespace
