@@ -311,11 +311,13 @@ def model_hf_patched(spec: Spec) -> Workload:
                     f"(mobilebert preset, {whole.info['layers']} layers) patched by mbkernels.patch_hf, ids [B, S]"})
 
 
-@case("model_int8", kind="model", providers=("fused", "ort"), modes=("infer",), devices=("cpu",), dtypes=("int8",))
+@case("model_int8", kind="model", providers=("fused", "ort"), modes=("infer",), devices=("cpu",),
+      dtypes=("int8", "int8w7"))
 def model_int8(spec: Spec) -> Workload:
     """The "model" point's weights in int8: ours quantized by `mbkernels.quantize` (SmoothQuant
     calibrated on 4 random batches of 128 tokens) against the HF twin exported to ONNX and quantized by
-    ONNX Runtime. The output check is against the float32 model's reference: what int8 costs."""
+    ONNX Runtime; int8w7: 7-bit weights on both sides (`weight_bits=7`, ORT's `reduce_range`). The
+    output check is against the float32 model's reference: what int8 costs."""
     from mbkernels import quantize
 
     fp32_spec = dataclasses.replace(spec, dtype="fp32")
@@ -324,19 +326,21 @@ def model_int8(spec: Spec) -> Workload:
     ids, mask = _ids(spec, CONFIG.vocab_size)
     g = torch.Generator().manual_seed(1)
     calibration = [torch.randint(1, CONFIG.vocab_size, (4, 128), generator=g) for _ in range(4)]
+    bits = 7 if spec.dtype == "int8w7" else 8
 
     def fused_step():
-        int8_model = quantize(copy.deepcopy(m.ours), calibration)
+        int8_model = quantize(copy.deepcopy(m.ours), calibration, weight_bits=bits)
         return forward_step(spec, lambda: int8_model(ids, attention_mask=mask), [], UpstreamGrads())
 
     def ort_step():
         session, feeds = ort_session(_LastHidden(m.hf).eval(), (ids, mask), ["input_ids", "attention_mask"],
-                                     int8=True)
+                                     int8=True, reduce_range=bits == 7)
         return lambda: session.run(None, feeds)[0]
 
     providers = {
-        "fused": Provider(fused_step, info={"fused": "mbkernels.quantize(model, calibration), smooth_alpha 0.5"}),
-        "ort": Provider(ort_step, info=dict(ORT_INT8_INFO)),
+        "fused": Provider(fused_step, info={"fused": f"mbkernels.quantize(model, calibration, weight_bits={bits}), "
+                                                     "smooth_alpha 0.5"}),
+        "ort": Provider(ort_step, info={**ORT_INT8_INFO, **({"ort_reduce_range": "True"} if bits == 7 else {})}),
     }
     return Workload(fp32.flops, providers, fp32.expected, {**fp32.info, "shape": "MobileBertModel (mobilebert "
                     f"preset, {fp32.info['layers']} layers), int8 Linears, ids [B, S]"})

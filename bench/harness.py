@@ -46,8 +46,11 @@ if str(ROOT / "tests") not in sys.path:
 
 MODES = ("infer", "train")
 # int8: int8 weights and activations in the GEMMs, float32 everywhere else (the inputs' dtype);
-# CPU inference, for the cases that list it.
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+# int8w7: the same with 7-bit weights (mbkernels.quantize(weight_bits=7); ONNX Runtime's reduce_range);
+# CPU inference, for the cases that list them.
+INT8_DTYPES = ("int8", "int8w7")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32,
+          "int8w7": torch.float32}
 # Every provider a case may offer, in report order. Op peers: reference (eager torch), compile (of
 # the reference) and sdpa (attention); layer/model peers: reference, hf, compile (of HF), ort; the
 # call-overhead cases: fused against `kernel`, the op's C++ kernel called directly (bench/kernel_calls.py).
@@ -70,7 +73,7 @@ MAX_ROUNDS = 2000
 ORT_PAUSE_S = 0.5
 # Output check against the reference in inference mode: catches a provider that is fast because it
 # is wrong (a broken export, a compile that dropped the mask), not precision.
-CHECK_TOL = {"fp32": 1e-3, "bf16": 1e-1, "fp16": 1e-1, "int8": 1e-1}
+CHECK_TOL = {"fp32": 1e-3, "bf16": 1e-1, "fp16": 1e-1, "int8": 1e-1, "int8w7": 1e-1}
 
 
 # -- the registry ------------------------------------------------------------------------------------
@@ -169,7 +172,7 @@ def dtypes_for(device: str, mode: str) -> tuple[str, ...]:
 def provider_applies(provider: str, spec: Spec) -> bool:
     """Whether a provider is a peer at this point at all (not: whether this machine can run it)."""
     if provider == "ort":  # the HF model exported to ONNX (int8: quantized by ORT), run by ORT's CPU provider
-        return spec.device == "cpu" and spec.dtype in ("fp32", "int8") and spec.mode == "infer"
+        return spec.device == "cpu" and spec.dtype in ("fp32", *INT8_DTYPES) and spec.mode == "infer"
     return True
 
 
@@ -182,7 +185,7 @@ def points(level: str, module: str | None = None) -> list[tuple[Spec, str]]:
             continue
         for device in c.devices:
             for mode in c.modes:
-                extra = ("int8",) if device == "cpu" and mode == "infer" else ()
+                extra = INT8_DTYPES if device == "cpu" and mode == "infer" else ()
                 for dtype in (*dtypes_for(device, mode), *extra):
                     if (c.dtypes is not None and dtype not in c.dtypes) or (dtype in extra and c.dtypes is None):
                         continue
@@ -326,12 +329,14 @@ def compile_info(whole_model: bool) -> str:
     return COMPILE_STYLES[current().compile_style] if whole_model else "torch.compile(HF layer, dynamic=False)"
 
 
-def ort_session(module: torch.nn.Module, args: tuple, names: list[str], int8: bool = False):
+def ort_session(module: torch.nn.Module, args: tuple, names: list[str], int8: bool = False,
+                reduce_range: bool = False):
     """Export `module(*args)` with torch.onnx.export(dynamo=True) and open an ORT CPU session with
     intra-op threads = torch threads. ORT keeps its default thread spinning (its fastest setting);
     the harness pauses after ORT's block instead (ORT_PAUSE_S). `int8`: the export quantized by
     ORT's `quantize_dynamic` with its defaults (int8 weights, activations quantized per tensor at
-    run time), what ORT's documentation gives a deployer for transformers on CPU."""
+    run time), what ORT's documentation gives a deployer for transformers on CPU; `reduce_range`: its
+    7-bit weights (the option ORT documents for AVX2/AVX-512 CPUs without VNNI)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -345,7 +350,8 @@ def ort_session(module: torch.nn.Module, args: tuple, names: list[str], int8: bo
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(path, os.path.join(tmp, "int8.onnx"), weight_type=QuantType.QInt8)
+            quantize_dynamic(path, os.path.join(tmp, "int8.onnx"), weight_type=QuantType.QInt8,
+                             reduce_range=reduce_range)
             path = os.path.join(tmp, "int8.onnx")
         session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     feeds = {name: a.detach().cpu().numpy() for name, a in zip(names, args)}
@@ -607,7 +613,7 @@ def run(benchmark, session: Session, spec: Spec, provider: str, max_time: float,
             # int8 peers are timed however far they are from the float32 reference: the report shows
             # the error beside the time (ONNX Runtime's per-tensor activations lose MobileBERT's small
             # channels). Ours must stay within the tolerance.
-            peer_int8 = spec.dtype == "int8" and provider != "fused"
+            peer_int8 = spec.dtype in INT8_DTYPES and provider != "fused"
             if not err <= CHECK_TOL[spec.dtype] and not peer_int8:
                 raise AssertionError(f"{spec.key} {provider}: output differs from the reference by "
                                      f"{err:.3g} (tolerance {CHECK_TOL[spec.dtype]:g})")

@@ -284,7 +284,7 @@ def _section(key: tuple[str, str, str], recs: list[dict], plots: dict) -> list[s
             srows.append([_label(*k)] + [f"{fused['ratios'][p]:.2f}×" if fused and p in fused.get("ratios", {})
                                          else "–" for p in peers])
         out += _table(["case B×S"] + [PROVIDER_NAMES.get(p, p) for p in peers], srows)
-    if dtype == "int8":
+    if dtype.startswith("int8"):
         out += ["", "### Output error against the float32 reference (per-row relative error, `rel_err`)", ""]
         out += _table(["case B×S"] + names, grid(lambda r: _num(r.get("rel_err_vs_reference"), ".3g")))
     out += ["", "### Preparation, outside the timed region: seconds (build + export/compile + first call)", ""]

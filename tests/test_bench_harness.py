@@ -136,17 +136,19 @@ def test_grid_levels_and_providers():
     assert {(s.batch, s.seq) for s, _ in full} == {(b, s) for b in (1, 8, 32) for s in (128, 512)}
     for spec, provider in full:
         if provider == "ort":
-            assert (spec.device, spec.dtype, spec.mode) in {("cpu", "fp32", "infer"), ("cpu", "int8", "infer")}
+            assert (spec.device, spec.dtype, spec.mode) in {("cpu", d, "infer") for d in ("fp32", "int8", "int8w7")}
         if spec.device == "cpu" and spec.mode == "train":
             assert spec.dtype == "fp32"
     assert {p for s, p in smoke if s.case == "model"} == set(harness.MODULE_PROVIDERS)
     assert {p for s, p in smoke if s.case == "attention"} == {*harness.OP_PROVIDERS, "sdpa"}
     assert {(s.device, s.dtype) for s, _ in smoke} == {("cpu", "fp32"), ("cpu", "bf16"), ("cuda", "fp32"),
-                                                        ("cuda", "bf16"), ("cuda", "fp16"), ("cpu", "int8")}
-    # int8 is CPU inference, and only for the cases that list it.
-    assert {s.case for s, _ in full if s.dtype == "int8"} == {"model_int8"}
-    assert {(s.device, s.mode, p) for s, p in full if s.dtype == "int8"} == {("cpu", "infer", "fused"),
-                                                                              ("cpu", "infer", "ort")}
+                                                        ("cuda", "bf16"), ("cuda", "fp16"), ("cpu", "int8"),
+                                                        ("cpu", "int8w7")}
+    # int8 (8- and 7-bit weights) is CPU inference, and only for the cases that list it.
+    for dtype in ("int8", "int8w7"):
+        assert {s.case for s, _ in full if s.dtype == dtype} == {"model_int8"}
+        assert {(s.device, s.mode, p) for s, p in full if s.dtype == dtype} == {("cpu", "infer", "fused"),
+                                                                                 ("cpu", "infer", "ort")}
     keys = [f"{s.key}-{p}" for s, p in everything[2]]
     assert len(keys) == len(set(keys))
 
