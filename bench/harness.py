@@ -446,8 +446,9 @@ def fma_peak(threads: int, seconds: float) -> dict:
 
 
 def measure_peaks(smoke: bool) -> dict:
-    """Peaks of this run: CPU fp32 = the FMA loop (`_C.fma_peak_gflops`); CPU bf16 and every GPU
-    dtype = the large-matmul rate of that dtype; the fp32/bf16 matmul rates are reported beside."""
+    """Peaks of this run: CPU fp32 = the FMA loop (`_C.fma_peak_gflops`); CPU int8 = the int8 kernel's
+    dot-product loop (`_C.int8_peak_gops`, 8- and 7-bit weights); CPU bf16 and every GPU dtype = the
+    large-matmul rate of that dtype; the fp32/bf16 matmul rates are reported beside."""
     seconds = 0.1 if smoke else 0.5
     threads = torch.get_num_threads()
     peaks: dict[str, Any] = {"threads": threads, **fma_peak(threads, seconds)}
@@ -457,6 +458,13 @@ def measure_peaks(smoke: bool) -> dict:
     peaks["matmul_bf16_gflops"] = matmul_gflops("cpu", torch.bfloat16, n, seconds)
     basis = {"cpu:fp32": ("fma_fp32_gflops", peaks["fma_fp32_gflops"]),
              "cpu:bf16": ("matmul_bf16_gflops", peaks["matmul_bf16_gflops"])}
+    if backend._C is not None:  # int8: the dot-product loop of the kernel each weight width runs
+        for dtype, bits in (("int8", 8), ("int8w7", 7)):
+            try:
+                peaks[f"{dtype}_gops"] = backend._C.int8_peak_gops(threads, seconds, bits)
+            except ValueError:  # an ISA without an int8 kernel
+                continue
+            basis[f"cpu:{dtype}"] = (f"{dtype}_gops", peaks[f"{dtype}_gops"])
     if peaks["fma_fp32_gflops"] is None:  # no extension: the best fp32 rate we can measure
         basis["cpu:fp32"] = ("matmul_fp32_gflops", peaks["matmul_fp32_gflops"])
     if torch.cuda.is_available():

@@ -208,6 +208,8 @@ def _machine_section(meta: dict) -> list[str]:
                                                                   "onnxruntime", "python") if meta.get(k))],
         ["fp32 FMA peak (C++ loop, all threads)", fma],
         [f"fp32 matmul {n}³ (torch)", f"{_num(peaks.get('matmul_fp32_gflops'), '.1f')} GFLOP/s"],
+        *([[f"int8 dot-product peak, {bits}-bit weights (C++ loop, all threads)",
+            f"{peaks[key]:.1f} GOP/s"] for key, bits in (("int8_gops", 8), ("int8w7_gops", 7)) if peaks.get(key)]),
         [f"bf16 matmul {n}³ (torch)", f"{_num(peaks.get('matmul_bf16_gflops'), '.1f')} GFLOP/s"],
     ]
     for name in ("fp32", "bf16", "fp16"):

@@ -28,18 +28,22 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def realistic_init_(model: nn.Module, seed: int = 0, outliers: int = 8, scale: float = 2e4,
-                    cls_boost: float = 30.0, growth: float = 1.12) -> nn.Module:
+                    cls_boost: float = 30.0, growth: float = 1.12, layer_outliers: int = 0) -> nn.Module:
     """Weights whose activations reach the 1e5–1e7 range the released checkpoint shows.
 
     No real MobileBERT weights install offline, so this imitates what the trained model does: a few
     "outlier" channels of the 512-wide stream carry huge values (the NoNorm scale of the embeddings
     sets them, each layer's output NoNorm grows them by `growth`), the [CLS] position is larger still,
     and the bottleneck projections read those channels with small weights so the 128-wide interior
-    stays finite. Everything else is HF's normal(0, initializer_range) init.
+    stays finite. Everything else is HF's normal(0, initializer_range) init. `layer_outliers` > 0:
+    each layer's output NoNorm also lifts that many channels of its own (drawn per layer) by `scale`,
+    so the outlier set differs from layer to layer (the later layers read those columns scaled down
+    too); 0 keeps one set for every layer, and the same weights as before the option existed.
     """
     g = torch.Generator().manual_seed(seed)
     hidden = next(m for m in model.modules() if isinstance(m, MobileBertEmbeddings)).config.hidden_size
     chans = torch.randperm(hidden, generator=g)[:outliers]
+    large = chans  # the channels that are large at the next layer's input
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, MobileBertEmbeddings):
@@ -49,13 +53,18 @@ def realistic_init_(model: nn.Module, seed: int = 0, outliers: int = 8, scale: f
                     w[chans] = (scale * (1.0 + torch.rand(outliers, generator=g))).to(w.dtype)
                 m.position_embeddings.weight[0, chans] = cls_boost * m.position_embeddings.weight[0, chans].sign()
             elif isinstance(m, MobileBertLayer):
+                for lin in _stream_readers(m):
+                    lin.weight[:, large] /= scale
                 out_norm = m.output.bottleneck.LayerNorm if hasattr(m.output, "bottleneck") else None
                 if isinstance(out_norm, NoNorm):
                     w = out_norm.weight
                     w.copy_(1.0 + 0.05 * torch.randn(w.shape, generator=g))
-                    w[chans] = growth
-                for lin in _stream_readers(m):
-                    lin.weight[:, chans] /= scale
+                    w[large] = growth
+                    if layer_outliers > 0:
+                        new = torch.randperm(hidden, generator=g)[:layer_outliers]
+                        new = new[~torch.isin(new, large)]
+                        w[new] = scale
+                        large = torch.cat([large, new])
     return model
 
 

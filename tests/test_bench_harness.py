@@ -219,6 +219,25 @@ def test_fma_peak_binding():
         _C.fma_peak_gflops(1, 0.0)
 
 
+@requires_C
+def test_int8_peak_binding():
+    """The int8 dot-product loop runs and counts: on AVX2 its rate is about twice the fp32 FMA rate
+    (two multiply ports either way, 16 products per uop against 8 FMAs); the narrow kernel's (7-bit
+    weights) dot product takes two multiply uops per 32 products, so the same rate as the int16 one."""
+    from mbkernels import _C
+
+    fp32 = _C.fma_peak_gflops(1, 0.05)
+    for bits in (7, 8):
+        rate = _C.int8_peak_gops(1, 0.05, bits)
+        assert rate > 0
+        if _C.best_isa() == "avx2":
+            assert 1.3 * fp32 < rate < 3 * fp32, (bits, rate, fp32)
+    with pytest.raises(ValueError, match="weight_bits must be 7 or 8, got 6"):
+        _C.int8_peak_gops(1, 0.1, 6)
+    with pytest.raises(ValueError, match="threads"):
+        _C.int8_peak_gops(0, 0.1)
+
+
 # -- the report ---------------------------------------------------------------------------------------
 
 def test_report_from_sample_json(tmp_path):

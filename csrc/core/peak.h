@@ -11,4 +11,11 @@ namespace mbk {
 // Throws std::invalid_argument for threads < 1 or seconds not > 0.
 double fma_peak_gflops(int threads, double seconds);
 
+// The int8 counterpart, the peak the int8 GEMM's share divides by: the same threads and timing around
+// the dot product of the int8 kernel the packer picks on the best ISA for weights of weight_bits bits
+// (7 or 8; gemm.h Int8Variant best), on independent accumulators. Returns GOP/s counting 2 ops per
+// multiply-accumulate (comparable with GFLOP/s). Throws std::invalid_argument for bad arguments or
+// an ISA without an int8 kernel.
+double int8_peak_gops(int threads, double seconds, int weight_bits);
+
 }  // namespace mbk

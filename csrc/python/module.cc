@@ -91,6 +91,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("fma_peak_gflops", &fma_peak_gflops, py::arg("threads"), py::arg("seconds"), nogil(),
         "Measured fp32 FMA throughput in GFLOP/s: `threads` threads of independent vector FMAs on "
         "the best ISA for `seconds` (the benchmarks' CPU fp32 peak).");
+  m.def("int8_peak_gops", &int8_peak_gops, py::arg("threads"), py::arg("seconds"), py::arg("weight_bits") = 8,
+        nogil(),
+        "Measured int8 multiply-accumulate throughput in GOP/s (2 per MAC): the dot product of the int8 "
+        "kernel the best ISA runs for weights of weight_bits bits (7 or 8), timed like fma_peak_gflops "
+        "(the benchmarks' CPU int8 peak).");
 
   py::class_<gemm::PackedWeights, Packed>(m, "PackedWeights",
                                           "A Linear's weight (and bias) packed for one ISA's GEMM.")

@@ -40,6 +40,7 @@ struct Q {
     return _mm256_set1_epi32(v);
   }
   static acc dot(acc c, wreg a, wreg w) { return _mm256_add_epi32(_mm256_madd_epi16(a, w), c); }
+  static wreg operand(acc c) { return c; }
   static __m256 to_float(acc c) { return _mm256_cvtepi32_ps(c); }
   static void keep(acc& c) { asm("" : "+x"(c)); }
   static void store(int16_t* p, __m256 y) {
@@ -66,6 +67,7 @@ struct Q7 {
   static acc dot(acc c, wreg a, wreg w) {
     return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(a, w), _mm256_set1_epi16(1)), c);
   }
+  static wreg operand(acc c) { return c; }
   static __m256 to_float(acc c) { return _mm256_cvtepi32_ps(c); }
   static void keep(acc& c) { asm("" : "+x"(c)); }
   // q + 128 as u8 is q as int8 with its top bit flipped.

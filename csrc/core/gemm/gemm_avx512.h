@@ -41,6 +41,7 @@ struct Q8Operands {
     return _mm512_set1_epi32(v);
   }
   static __m512 to_float(acc c) { return _mm512_cvtepi32_ps(c); }
+  static wreg operand(acc c) { return c; }
   static void keep(acc&) {}
   // Rounds half to even (MXCSR's default). The stores narrow the result, in [-127, 127], with the
   // saturating vpmovsdw / vpmovsdb, exact here: SIMDe 0.7.4 lacks the truncating ones.

@@ -40,6 +40,8 @@ struct Int8Gemm {
   int group = 4;        // k per 4-byte group of a packed panel
   int a_offset = 0;     // activations stored as q + a_offset (128: u8 for u8 x s8 dot products)
   int weight_max = 127;  // the largest |w| it sums exactly (63: the narrow kernels, gemm.h)
+  // Its dot product's throughput loop (int8_impl.h dot_block): returns the multiply-accumulates.
+  int64_t (*dot_block)(int64_t iters, float* sink) = nullptr;
 };
 
 struct IsaGemm {

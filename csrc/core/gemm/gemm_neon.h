@@ -46,6 +46,7 @@ struct Q8Operands {
     return vreinterpretq_s8_s32(vdupq_n_s32(v));
   }
   static float32x4_t to_float(acc c) { return vcvtq_f32_s32(c); }
+  static wreg operand(acc c) { return vreinterpretq_s8_s32(c); }
   static void keep(acc&) {}
   static void store(int8_t* p, float32x4_t y) {
     // vrndnq_f32 rounds half to even; the values are integral in [-127, 127] after it, so the

@@ -27,6 +27,11 @@ struct Q {
     return c + a.b[0] * w.b[0] + a.b[1] * w.b[1] + a.b[2] * w.b[2] + a.b[3] * w.b[3];
   }
   static float to_float(acc c) { return static_cast<float>(c); }
+  static wreg operand(acc c) {
+    wreg b;
+    __builtin_memcpy(b.b, &c, sizeof c);
+    return b;
+  }
   static void keep(acc&) {}
   static void store(int8_t* p, float y) { *p = static_cast<int8_t>(__builtin_nearbyintf(y)); }
 };

@@ -15,6 +15,7 @@
 //   Q::to_float(acc)      the accumulators as V::reg
 //   Q::keep(acc)          a register-allocation hint (a no-op but on AVX2)
 //   Q::store(p, y)        W floats, integral and within [-127, 127], as W elements y + offset at p
+//   Q::operand(acc)       an accumulator's bytes as an A operand (dot_block's loop only)
 //
 // Microkernel ukernel_int8<V, Q, MR, NV, NR>: MR x (NV * W) int32 accumulators over ceil(K / G)
 // groups of G k, started from comp (-offset * sum_k w: the offset's products cancel, the sums are
@@ -169,11 +170,52 @@ void run_rows_int8(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_
   }
 }
 
+// The int8 multiply-accumulate throughput of Q::dot, measured like the fp32 FMA peak (peak_impl.h):
+// kAcc independent accumulators, each round one dot per accumulator. Each dot's A operand is its
+// own accumulator's bytes from the round before, so every product is new: AVX2's vpmaddubsw and
+// vpmaddwd and NEON's smull do not read the accumulator, and with a constant A a compiler would
+// hoist them out of the loop. The sums wrap (integers: defined, and nothing reads them but sink).
+// Returns the multiply-accumulates executed: W lanes x G products per dot.
+template <class V, class Q, int kAcc>
+int64_t dot_block(int64_t iters, float* sink) {
+  alignas(64) int32_t start[Q::W];
+  alignas(64) typename Q::elem wbytes[Q::W * 4 / sizeof(typename Q::elem)];
+  for (int l = 0; l < Q::W * 4 / static_cast<int>(sizeof(typename Q::elem)); ++l)
+    wbytes[l] = static_cast<typename Q::elem>(1 + l % 7);
+  for (int l = 0; l < Q::W; ++l) start[l] = l;
+  // Every loop over the accumulators unrolled: an array indexed at run time stays in memory.
+  typename Q::acc acc[kAcc];
+#pragma GCC unroll 32
+  for (int i = 0; i < kAcc; ++i) acc[i] = Q::init(start);
+  const typename Q::wreg w = Q::load(wbytes);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 32
+    for (int i = 0; i < kAcc; ++i) acc[i] = Q::dot(acc[i], Q::operand(acc[i]), w);
+#pragma GCC unroll 32
+    for (int i = 0; i < kAcc; ++i) Q::keep(acc[i]);  // as in the microkernel: no copies, no spills
+  }
+  typename V::reg s = Q::to_float(acc[0]);
+#pragma GCC unroll 32
+  for (int i = 1; i < kAcc; ++i) s = V::add(s, Q::to_float(acc[i]));
+  float lanes[V::W];
+  V::storeu(lanes, s);
+  float total = 0.0f;
+  for (int l = 0; l < V::W; ++l) total += lanes[l];
+  *sink = total;
+  return iters * kAcc * Q::W * Q::G;
+}
+
+// Accumulators for dot_block: enough independent chains to cover the dot's latency on both multiply
+// ports, within the register file (16 ymm: 12 + w + the products; 32 zmm or q registers: 24).
+template <class V>
+constexpr int kDotChains = V::W == 1 ? 4 : V::W == 8 ? 12 : 24;
+
 // The IsaGemm entry of that kernel family: the tile and what the packer needs from Q (weight_max:
 // the largest |w| Q::dot sums exactly).
 template <class V, class Q, int MR, int NV>
 Int8Gemm int8_gemm(const char* name, int weight_max = 127) {
-  return {{MR, NV * V::W, name}, &run_rows_int8<V, Q, MR, NV>, Q::G, Q::offset, weight_max};
+  return {{MR, NV * V::W, name}, &run_rows_int8<V, Q, MR, NV>, Q::G, Q::offset, weight_max,
+          &dot_block<V, Q, kDotChains<V>>};
 }
 
 }  // namespace
