@@ -339,7 +339,7 @@ def model_int8(spec: Spec) -> Workload:
 
     providers = {
         "fused": Provider(fused_step, info={"fused": f"mbkernels.quantize(model, calibration, weight_bits={bits}), "
-                                                     "smooth_alpha 0.5"}),
+                                                     "smooth_alpha 0.3"}),
         "ort": Provider(ort_step, info={**ORT_INT8_INFO, **({"ort_reduce_range": "True"} if bits == 7 else {})}),
     }
     return Workload(fp32.flops, providers, fp32.expected, {**fp32.info, "shape": "MobileBertModel (mobilebert "

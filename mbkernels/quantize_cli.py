@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=256, help="calibration lines used (default: 256)")
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--smooth-alpha", type=float, default=0.5, help="SmoothQuant's migration strength in [0, 1]")
+    p.add_argument("--smooth-alpha", type=float, default=0.3, help="SmoothQuant's migration strength in [0, 1]")
     p.add_argument("--weight-bits", type=int, choices=(7, 8), default=8,
                    help="8, or 7 for the faster kernel of AVX2 CPUs without VNNI (default: 8)")
     p.add_argument("--no-progress", action="store_true")

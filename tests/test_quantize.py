@@ -87,8 +87,8 @@ def test_7_bit_weights_run_the_narrow_kernel_and_round_trip(isa, tmp_path):
 
 
 def test_7_bit_weights_stay_close_to_float32():
-    """Half the weight resolution, so about twice the 8-bit error (measured here: per-row 1.1e-5 against
-    8-bit's 6.2e-6, per-channel 2.4e-3 against 1.3e-3); far from a wrong scale's ~1."""
+    """Half the weight resolution, so more error than 8 bits (measured here with the default alpha 0.3:
+    per-row 7.6e-6 against 8-bit's 5.3e-6, per-channel 2.0e-3 against 1.4e-3); far from a wrong scale's ~1."""
     model = _model()
     inputs = _inputs(model.config)
     with torch.inference_mode():
@@ -117,9 +117,9 @@ def _channel_error(got, want):
 
 
 def test_int8_model_stays_close_to_float32_and_smoothquant_matters():
-    """Measured here: per-row error ~2e-4 without smoothing, ~4e-6 with; per-channel error 0.086 of the
+    """Measured here: per-row error ~3e-4 without smoothing, ~5e-6 with; per-channel error 0.087 of the
     channels' spread without smoothing (the outlier channels crush the small ones in each row's scale),
-    0.0015 with it. A wrong scale or rounding is ~1."""
+    0.0014 with it. A wrong scale or rounding is ~1."""
     model = _model()
     inputs = _inputs(model.config)
     with torch.inference_mode():
@@ -141,7 +141,7 @@ def test_heads_quantize_and_round_trip(tmp_path):
     q.save_pretrained(tmp_path)
     settings = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     assert settings["quant_method"] == "mbkernels-int8" and settings["version"] == 1
-    assert settings["smooth_alpha"] == 0.5 and len(settings["modules"]) == 15
+    assert settings["smooth_alpha"] == 0.3 and len(settings["modules"]) == 15
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
         assert f.get_tensor("mobilebert.encoder.layer.0.ffn.0.intermediate.dense.weight").dtype == torch.int8
         assert f.get_tensor("mobilebert.encoder.layer.0.ffn.0.intermediate.dense.weight_scale").dtype == torch.float32
@@ -214,18 +214,23 @@ def test_calibration_that_overflows_is_an_error():
         quantize(_model(), [])
 
 
-def test_24_layer_model_stays_within_the_bounds():
+@pytest.mark.parametrize("layer_outliers,weight_bits,row_bound", [(0, 8, 1e-4), (2, 7, 3e-2)],
+                         ids=["one-outlier-set", "outlier-sets-per-layer-7-bit"])
+def test_24_layer_model_stays_within_the_bounds(layer_outliers, weight_bits, row_bound):
     """The whole realistic-weight model, calibrated: the per-row error bound of the issue (3e-2) with
-    room to spare (measured ~2e-6), and the small channels within 1e-2 of their spread (~7e-4)."""
+    room to spare on one outlier set (measured ~3e-6); with outlier sets that grow per layer and 7-bit
+    weights, the hardest setting measured, within it (~1.3e-2: each layer's new outliers amplify the
+    int8 error of the values they are made from). The small channels within 1e-2 of their spread
+    (~7e-4, ~1.1e-3)."""
     model = MobileBertModel(MobileBertConfig.mobilebert()).eval()
-    realistic_init_(model, seed=3)
+    realistic_init_(model, seed=3, layer_outliers=layer_outliers)
     g = torch.Generator().manual_seed(11)
     ids = torch.randint(1, model.config.vocab_size, (1, 48), generator=g)
     calibration = [torch.randint(1, model.config.vocab_size, (2, 48), generator=g) for _ in range(2)]
     with torch.inference_mode():
         want = model(ids).last_hidden_state
-        got = quantize(model, calibration)(ids).last_hidden_state
-    assert rel_err(got, want) <= 1e-4, f"{rel_err(got, want):.3g}"
+        got = quantize(model, calibration, weight_bits=weight_bits)(ids).last_hidden_state
+    assert rel_err(got, want) <= row_bound, f"{rel_err(got, want):.3g}"
     assert _channel_error(got, want) <= 1e-2, f"{_channel_error(got, want):.3g}"
 
 
@@ -289,7 +294,7 @@ def test_cli_quantizes_a_folder_with_a_calibration_text(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "calibrating" in proc.stderr and "quantizing layers" in proc.stderr  # the progress bars
     q = MobileBertForSequenceClassification.from_pretrained(tmp_path / "int8")
-    assert q.config.quantization_config["smooth_alpha"] == 0.5
+    assert q.config.quantization_config["smooth_alpha"] == 0.3
     assert (tmp_path / "int8" / "vocab.txt").is_file()
     inputs = _inputs(model.config)
     with torch.inference_mode():
