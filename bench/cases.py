@@ -25,9 +25,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.harness import (MODULE_PROVIDERS, OP_PROVIDERS, ORT_INFO, ORT_INT8_INFO, Provider, Spec, UpstreamGrads,
-                           Workload, case, compile_hf, compile_info, compiled, first, float_leaves, forward_step,
-                           leaf_copies, ort_session)
+from bench.harness import (INT8_DTYPES, MODULE_PROVIDERS, OP_PROVIDERS, ORT_INFO, ORT_INT8_INFO, Provider, Spec,
+                           UpstreamGrads, Workload, case, compile_hf, compile_info, compiled, first, float_leaves,
+                           forward_step, leaf_copies, ort_session)
 from mbkernels import MobileBertConfig, MobileBertModel, flops, patch_hf, use_backend
 from mbkernels.testing import realistic_init_
 
@@ -46,13 +46,13 @@ def total_flops(spec: Spec, forward: int) -> int:
 def op_workload(spec: Spec, built: tuple, forward_flops: int, shape: str) -> Workload:
     """Providers of an op: fused (the custom op), reference (eager torch), torch.compile of the reference."""
     fn, args, kwargs = built
-    args = leaf_copies(args, spec.device)
+    args, int8_owners = int8_weights(spec, leaf_copies(args, spec.device))
     leaves, grads = float_leaves(args), UpstreamGrads()
 
-    def step_of(f):
-        return lambda: forward_step(spec, lambda: f(*args, **kwargs), leaves, grads)
+    def step_of(f):  # the default argument keeps the int8 weights' owners alive with the step
+        return lambda owners=int8_owners: forward_step(spec, lambda: f(*args, **kwargs), leaves, grads)
 
-    def expected():
+    def expected(owners=int8_owners):
         with use_backend("reference"), torch.inference_mode():
             return first(fn(*args, **kwargs))
 
@@ -72,7 +72,34 @@ def nonorm(spec: Spec) -> Workload:
     return op_workload(spec, built, flops.nonorm(b, s, n), f"(x + r) * w + b, x [B, S, {n}]")
 
 
-@case("linear_norm", kind="op", providers=OP_PROVIDERS)
+# The ops whose GEMMs run int8 too (CPU inference): the grid's dtypes plus int8 and int8w7.
+GEMM_OP_DTYPES = ("fp32", "bf16", "fp16", *INT8_DTYPES)
+
+
+def int8_weights(spec: Spec, args: tuple) -> tuple[tuple, list]:
+    """For the int8 dtypes, an op's Linear weights (its 2-D float tensors, alone or in lists)
+    quantized as `mbkernels.quantize` does (per output channel; 7-bit for int8w7), and the
+    Int8Linears that hold their scales (ops/int8.py refers to them weakly: the caller keeps them)."""
+    from mbkernels.quantize import Int8Linear
+
+    owners: list = []
+    if spec.dtype not in INT8_DTYPES:
+        return args, owners
+
+    def quantized(t):
+        if isinstance(t, list):
+            return [quantized(e) for e in t]
+        if not (isinstance(t, torch.Tensor) and t.dim() == 2 and t.is_floating_point()):
+            return t
+        linear = torch.nn.Linear(t.shape[1], t.shape[0], bias=False)
+        linear.weight.data = t.detach().float()
+        owners.append(Int8Linear.from_linear(linear, weight_bits=7 if spec.dtype == "int8w7" else 8))
+        return owners[-1].weight
+
+    return tuple(quantized(a) for a in args), owners
+
+
+@case("linear_norm", kind="op", providers=OP_PROVIDERS, dtypes=GEMM_OP_DTYPES)
 def linear_norm(spec: Spec) -> Workload:
     # The output bottleneck: the last op of every layer.
     b, s, k, n = spec.batch, spec.seq, CONFIG.true_hidden_size, CONFIG.hidden_size
@@ -106,7 +133,7 @@ def attention(spec: Spec) -> Workload:
     return w
 
 
-@case("ffn_stack", kind="op", providers=OP_PROVIDERS)
+@case("ffn_stack", kind="op", providers=OP_PROVIDERS, dtypes=GEMM_OP_DTYPES)
 def ffn_stack(spec: Spec) -> Workload:
     c, b, s = CONFIG, spec.batch, spec.seq
     built = op_cases.ffn_stack_case(b, s, c.true_hidden_size, c.intermediate_size, c.num_feedforward_networks,
@@ -312,7 +339,7 @@ def model_hf_patched(spec: Spec) -> Workload:
 
 
 @case("model_int8", kind="model", providers=("fused", "ort"), modes=("infer",), devices=("cpu",),
-      dtypes=("int8", "int8w7"))
+      dtypes=INT8_DTYPES, sizes=((1, 128), (8, 128), (32, 128)))
 def model_int8(spec: Spec) -> Workload:
     """The "model" point's weights in int8: ours quantized by `mbkernels.quantize` (SmoothQuant
     calibrated on 4 random batches of 128 tokens) against the HF twin exported to ONNX and quantized by

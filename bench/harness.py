@@ -173,6 +173,8 @@ def provider_applies(provider: str, spec: Spec) -> bool:
     """Whether a provider is a peer at this point at all (not: whether this machine can run it)."""
     if provider == "ort":  # the HF model exported to ONNX (int8: quantized by ORT), run by ORT's CPU provider
         return spec.device == "cpu" and spec.dtype in ("fp32", *INT8_DTYPES) and spec.mode == "infer"
+    if provider == "compile":  # of the reference: its int8 definition is a test oracle, not a peer
+        return spec.dtype not in INT8_DTYPES
     return True
 
 

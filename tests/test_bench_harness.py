@@ -144,11 +144,15 @@ def test_grid_levels_and_providers():
     assert {(s.device, s.dtype) for s, _ in smoke} == {("cpu", "fp32"), ("cpu", "bf16"), ("cuda", "fp32"),
                                                         ("cuda", "bf16"), ("cuda", "fp16"), ("cpu", "int8"),
                                                         ("cpu", "int8w7")}
-    # int8 (8- and 7-bit weights) is CPU inference, and only for the cases that list it.
+    # int8 (8- and 7-bit weights) is CPU inference, and only for the cases that list it: the GEMM ops
+    # against their reference (the int8 definition), the model against ONNX Runtime's int8 at 3 sizes.
     for dtype in ("int8", "int8w7"):
-        assert {s.case for s, _ in full if s.dtype == dtype} == {"model_int8"}
+        assert {s.case for s, _ in full if s.dtype == dtype} == {"linear_norm", "ffn_stack"}
         assert {(s.device, s.mode, p) for s, p in full if s.dtype == dtype} == {("cpu", "infer", "fused"),
-                                                                                 ("cpu", "infer", "ort")}
+                                                                                 ("cpu", "infer", "reference")}
+        model_int8 = [(s, p) for s, p in everything[1] if s.case == "model_int8" and s.dtype == dtype]
+        assert {(s.batch, s.seq) for s, _ in model_int8} == {(1, 128), (8, 128), (32, 128)}
+        assert {(s.device, s.mode, p) for s, p in model_int8} == {("cpu", "infer", "fused"), ("cpu", "infer", "ort")}
     keys = [f"{s.key}-{p}" for s, p in everything[2]]
     assert len(keys) == len(set(keys))
 
