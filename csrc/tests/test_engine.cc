@@ -99,6 +99,25 @@ void test_safetensors() {
   CHECK(contains(e, "header length"), "a header longer than the file is refused: %s", e.c_str());
   e = error_of([&] { SafeTensors t(temp_path("does_not_exist")); });
   CHECK(contains(e, "cannot open"), "a missing file is named: %s", e.c_str());
+
+  // Headers that crashed the fuzz target (csrc/fuzz/corpus/fuzz_loaders/crash-*): sizes whose
+  // product overflowed (and wrapped around to the byte count), floats where the header has integers
+  // (nlohmann converts 1e300 with UB: build/asan aborts), a header or entry that is no object.
+  const auto refused = [&](const std::string& header, const std::vector<int64_t>& shape,
+                           const std::string& part) {
+    write_file(path, safetensors_bytes(header, data));
+    const std::string err = error_of([&] { SafeTensors(path).get("a", shape); });
+    CHECK(contains(err, part), "header %s must be refused naming %s, got: %s", header.c_str(),
+          part.c_str(), err.c_str());
+  };
+  // 2^62 * 4 elements of 4 bytes: 2^66 bytes, 0 modulo 2^64.
+  refused(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})",
+          {4611686018427387904, 4}, "'a': 0 bytes for shape");
+  refused(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,1e300]}})", {2}, "data_offsets");
+  refused(R"({"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", {1}, "shape: expected integers");
+  refused(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", {-1}, "shape: expected integers");
+  refused(R"([{"dtype":"F32","shape":[1],"data_offsets":[0,4]}])", {1}, "header: expected a JSON object");
+  refused(R"({"a":[1]})", {1}, "tensor 'a': expected an object");
   std::remove(path.c_str());
 }
 
