@@ -148,6 +148,15 @@ void test_config() {
   refused(R"({"hidden_size": "512"})", "hidden_size");
   refused(R"({"num_hidden_layers": 0})", "num_hidden_layers");
   refused("{", "not valid JSON");
+  // Configs that crashed the fuzz target or loaded when they should not (corpus crash-*): 1e300
+  // converted to int64 (UB: build/asan aborts), a value nested so deep that printing it for the
+  // error overflowed the stack, and a config that is no object (it loaded as HF's defaults).
+  refused(R"({"hidden_size": 1e300})", "hidden_size has the wrong type: expected an integer");
+  refused(R"({"num_labels": 2.5})", "num_labels has the wrong type: expected an integer");
+  refused(R"({"vocab_size": 18446744073709551615})", "vocab_size has the wrong type");
+  refused(R"({"hidden_size": )" + std::string(200000, '[') + std::string(200000, ']') + "}",
+          "hidden_size has the wrong type: expected an integer (int64), got an array");
+  refused("[]", "expected a JSON object");
   std::remove(path.c_str());
 }
 
