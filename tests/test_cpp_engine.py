@@ -249,3 +249,30 @@ def test_engine_ignores_num_labels_without_a_classifier(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     r = _run_ids(tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+@requires_native
+@pytest.mark.parametrize("defect", ["nan", "zero", "negative", "count", "smooth"])
+def test_engine_names_a_malformed_int8_tensor(defect, tmp_path):
+    """A malformed int8 folder is refused naming the tensor, as the Python loader does: a weight_scale
+    that is NaN, 0 or negative or has a value per channel too few, an input_smooth that is not > 0."""
+    from safetensors.torch import load_file, save_file
+
+    config = small(MobileBertConfig.mobilebert(), num_hidden_layers=1)
+    model = mbkernels.MobileBertModel(config).eval()
+    g = torch.Generator().manual_seed(3)
+    mbkernels.quantize(model, [torch.randint(1, config.vocab_size, (2, 12), generator=g)])
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    name = ("encoder.layer.0.bottleneck.input.dense.input_smooth" if defect == "smooth"
+            else "encoder.layer.0.attention.self.query.weight_scale")
+    t = state[name].clone()
+    if defect == "count":
+        t = t[:-1].clone()
+    else:
+        t[1] = {"nan": float("nan"), "zero": 0.0, "negative": -1.0, "smooth": float("inf")}[defect]
+    state[name] = t
+    save_file(state, tmp_path / "model.safetensors")
+    r = _run_ids(tmp_path)
+    assert r.returncode == 1 and f"'{name}'" in r.stderr, r.stderr
+

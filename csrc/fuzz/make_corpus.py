@@ -50,6 +50,11 @@ def int8(model, weight_bits: int = 8, calibrate: bool = False):
     return mbkernels.quantize(model, batches, weight_bits=weight_bits)  # SmoothQuant: input_smooth
 
 
+def replaced(state: dict, name: str, tensor: torch.Tensor) -> bytes:
+    """model.safetensors of state with tensor name replaced."""
+    return save_safetensors({**state, name: tensor}, metadata={"format": "pt"})
+
+
 def main() -> int:
     torch.manual_seed(0)
     seeds = {
@@ -75,24 +80,28 @@ def main() -> int:
     scale = "mobilebert.encoder.layer.0.attention.self.query.weight_scale"
     weight = "mobilebert.encoder.layer.0.attention.self.key.weight"
 
-    def changed(name: str, tensor: torch.Tensor) -> bytes:
-        return save_safetensors({**state, name: tensor}, metadata={"format": "pt"})
-
-    nan_scale = state[scale].clone()
-    nan_scale[1] = math.nan
+    smooth = "mobilebert.encoder.layer.0.bottleneck.input.dense.input_smooth"
+    nan_scale, inf_smooth = state[scale].clone(), state[smooth].clone()
+    nan_scale[1], inf_smooth[2] = math.nan, math.inf
     bad = {
         "bad-int8-truncated": (config, weights[:len(weights) - 40]),
-        "bad-int8-nan-scale": (config, changed(scale, nan_scale)),
-        "bad-int8-zero-scale": (config, changed(scale, torch.zeros_like(state[scale]))),
-        "bad-int8-negative-scale": (config, changed(scale, -state[scale])),
-        "bad-int8-scale-count": (config, changed(scale, state[scale][:-1].clone())),
-        "bad-int8-f32-weight": (config, changed(weight, state[weight].float())),
-        "bad-int8-weight-minus-128": (config, changed(weight, torch.full_like(state[weight], -128))),
+        "bad-int8-nan-scale": (config, replaced(state, scale, nan_scale)),
+        "bad-int8-zero-scale": (config, replaced(state, scale, torch.zeros_like(state[scale]))),
+        "bad-int8-negative-scale": (config, replaced(state, scale, -state[scale])),
+        "bad-int8-scale-count": (config, replaced(state, scale, state[scale][:-1].clone())),
+        "bad-int8-inf-smooth": (config, replaced(state, smooth, inf_smooth)),
+        "bad-int8-f32-weight": (config, replaced(state, weight, state[weight].float())),
+        "bad-int8-weight-minus-128": (config, replaced(state, weight, torch.full_like(state[weight], -128))),
         "bad-int8-version": ({**config, "quantization_config": {**config["quantization_config"], "version": 2}},
                              weights),
         "bad-int8-weight-bits": ({**config, "quantization_config": {**config["quantization_config"],
                                                                     "weight_bits": 6}}, weights),
     }
+    # 7-bit weights beyond [-63, 63]: outside the folder's own weight_bits, as the Python loader says.
+    w7_config, w7_weights = files["valid-int8-w7-full"]
+    over = torch.full((8, 8), 100, dtype=torch.int8)
+    bad["bad-int8-w7-weight-over-63"] = (w7_config, replaced(load_safetensors(w7_weights),
+                                                             "encoder.layer.0.attention.self.query.weight", over))
     files.update(bad)
 
     CORPUS.mkdir(parents=True, exist_ok=True)

@@ -84,10 +84,9 @@ MobileBertConfig MobileBertConfig::from_json_file(const std::string& path) {
             "quant_method \"mbkernels-int8\" version 1 (mbkernels.quantize)",
             "quant_method \"" + c.quant_method + "\" version " + std::to_string(version));
     // 7: weights in [-63, 63], which the packer sends to a narrow int8 kernel where the ISA has one.
-    int64_t weight_bits = 8;
-    read(q, "weight_bits", weight_bits, path);
-    require(weight_bits == 7 || weight_bits == 8, path, "quantization_config.weight_bits", "7 or 8",
-            std::to_string(weight_bits));
+    read(q, "weight_bits", c.weight_bits, path);
+    require(c.weight_bits == 7 || c.weight_bits == 8, path, "quantization_config.weight_bits", "7 or 8",
+            std::to_string(c.weight_bits));
   }
   // HF writes id2label rather than num_labels for classification checkpoints.
   if (j.contains("id2label") && j["id2label"].is_object() && !j.contains("num_labels"))
