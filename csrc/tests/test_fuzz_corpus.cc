@@ -4,6 +4,7 @@
 // must be refused with a message; crash-* (inputs that crashed the target before their fix) may
 // load or be refused but must not crash: under build/asan one whose fix is undone aborts here.
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
