@@ -85,6 +85,13 @@ def run_engine(binary: Path, folder: Path, head: str, *extra: str, prefix=()) ->
     return torch.from_numpy(np.load(out))
 
 
+def _run_ids(folder: Path) -> subprocess.CompletedProcess:
+    """mobilebert_run on folder with one short sequence (the tests of malformed folders)."""
+    (folder / "ids.txt").write_text("1 2 3\n")
+    return subprocess.run([str(NATIVE), str(folder), "--input", str(folder / "ids.txt")],
+                          capture_output=True, text=True, timeout=60)
+
+
 def qemu_prefix() -> list[str]:
     return ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]
 
@@ -161,9 +168,7 @@ def test_engine_refuses_an_unknown_int8_format(tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["quantization_config"]["version"] = 2
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    (tmp_path / "ids.txt").write_text("1 2 3\n")
-    r = subprocess.run([str(NATIVE), str(tmp_path), "--input", str(tmp_path / "ids.txt")],
-                       capture_output=True, text=True, timeout=60)
+    r = _run_ids(tmp_path)
     assert r.returncode == 1 and "quantization_config" in r.stderr and "version 2" in r.stderr, r.stderr
 
 
@@ -215,9 +220,7 @@ def test_engine_refuses_unsupported_config(tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["use_bottleneck"] = False
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    (tmp_path / "ids.txt").write_text("1 2 3\n")
-    r = subprocess.run([str(NATIVE), str(tmp_path), "--input", str(tmp_path / "ids.txt")],
-                       capture_output=True, text=True, timeout=60)
+    r = _run_ids(tmp_path)
     assert r.returncode == 1 and "use_bottleneck" in r.stderr, r.stderr
 
 
@@ -230,7 +233,46 @@ def test_engine_names_missing_tensor(tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     del state["encoder.layer.1.attention.self.key.bias"]
     save_file(state, tmp_path / "model.safetensors")
-    (tmp_path / "ids.txt").write_text("1 2 3\n")
-    r = subprocess.run([str(NATIVE), str(tmp_path), "--input", str(tmp_path / "ids.txt")],
-                       capture_output=True, text=True, timeout=60)
+    r = _run_ids(tmp_path)
     assert r.returncode == 1 and "encoder.layer.1.attention.self.key.bias" in r.stderr, r.stderr
+
+
+@requires_native
+def test_engine_ignores_num_labels_without_a_classifier(tmp_path):
+    """Crashed the fuzz target (csrc/fuzz corpus crash-num-labels-without-classifier): the arena held
+    num_labels logits per sequence even without a classifier, so config.json's num_labels alone
+    could ask for any allocation."""
+    config = small(MobileBertConfig.mobilebert(), num_hidden_layers=1)
+    saved_model(mbkernels.MobileBertModel, config, tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["num_labels"] = 10**15
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    r = _run_ids(tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+@requires_native
+@pytest.mark.parametrize("defect", ["nan", "zero", "negative", "count", "smooth"])
+def test_engine_names_a_malformed_int8_tensor(defect, tmp_path):
+    """A malformed int8 folder is refused naming the tensor, as the Python loader does: a weight_scale
+    that is NaN, 0 or negative or has a value per channel too few, an input_smooth that is not > 0."""
+    from safetensors.torch import load_file, save_file
+
+    config = small(MobileBertConfig.mobilebert(), num_hidden_layers=1)
+    model = mbkernels.MobileBertModel(config).eval()
+    g = torch.Generator().manual_seed(3)
+    mbkernels.quantize(model, [torch.randint(1, config.vocab_size, (2, 12), generator=g)])
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    name = ("encoder.layer.0.bottleneck.input.dense.input_smooth" if defect == "smooth"
+            else "encoder.layer.0.attention.self.query.weight_scale")
+    t = state[name].clone()
+    if defect == "count":
+        t = t[:-1].clone()
+    else:
+        t[1] = {"nan": float("nan"), "zero": 0.0, "negative": -1.0, "smooth": float("inf")}[defect]
+    state[name] = t
+    save_file(state, tmp_path / "model.safetensors")
+    r = _run_ids(tmp_path)
+    assert r.returncode == 1 and f"'{name}'" in r.stderr, r.stderr
+

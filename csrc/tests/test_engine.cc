@@ -99,6 +99,25 @@ void test_safetensors() {
   CHECK(contains(e, "header length"), "a header longer than the file is refused: %s", e.c_str());
   e = error_of([&] { SafeTensors t(temp_path("does_not_exist")); });
   CHECK(contains(e, "cannot open"), "a missing file is named: %s", e.c_str());
+
+  // Headers that crashed the fuzz target (csrc/fuzz/corpus/fuzz_loaders/crash-*): sizes whose
+  // product overflowed (and wrapped around to the byte count), floats where the header has integers
+  // (nlohmann converts 1e300 with UB: build/asan aborts), a header or entry that is no object.
+  const auto refused = [&](const std::string& header, const std::vector<int64_t>& shape,
+                           const std::string& part) {
+    write_file(path, safetensors_bytes(header, data));
+    const std::string err = error_of([&] { SafeTensors(path).get("a", shape); });
+    CHECK(contains(err, part), "header %s must be refused naming %s, got: %s", header.c_str(),
+          part.c_str(), err.c_str());
+  };
+  // 2^62 * 4 elements of 4 bytes: 2^66 bytes, 0 modulo 2^64.
+  refused(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})",
+          {4611686018427387904, 4}, "'a': 0 bytes for shape");
+  refused(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,1e300]}})", {2}, "data_offsets");
+  refused(R"({"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", {1}, "shape: expected integers");
+  refused(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", {-1}, "shape: expected integers");
+  refused(R"([{"dtype":"F32","shape":[1],"data_offsets":[0,4]}])", {1}, "header: expected a JSON object");
+  refused(R"({"a":[1]})", {1}, "tensor 'a': expected an object");
   std::remove(path.c_str());
 }
 
@@ -129,6 +148,15 @@ void test_config() {
   refused(R"({"hidden_size": "512"})", "hidden_size");
   refused(R"({"num_hidden_layers": 0})", "num_hidden_layers");
   refused("{", "not valid JSON");
+  // Configs that crashed the fuzz target or loaded when they should not (corpus crash-*): 1e300
+  // converted to int64 (UB: build/asan aborts), a value nested so deep that printing it for the
+  // error overflowed the stack, and a config that is no object (it loaded as HF's defaults).
+  refused(R"({"hidden_size": 1e300})", "hidden_size has the wrong type: expected an integer");
+  refused(R"({"num_labels": 2.5})", "num_labels has the wrong type: expected an integer");
+  refused(R"({"vocab_size": 18446744073709551615})", "vocab_size has the wrong type");
+  refused(R"({"hidden_size": )" + std::string(200000, '[') + std::string(200000, ']') + "}",
+          "hidden_size has the wrong type: expected an integer (int64), got an array");
+  refused("[]", "expected a JSON object");
   std::remove(path.c_str());
 }
 

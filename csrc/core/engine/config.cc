@@ -1,8 +1,11 @@
 #include "engine/config.h"
 
+#include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+
+#include "engine/json_text.h"
 
 namespace mbk::engine {
 namespace {
@@ -15,8 +18,19 @@ void read(const nlohmann::json& j, const char* name, T& field, const std::string
     field = it->get<T>();
   } catch (const nlohmann::json::exception&) {
     throw std::runtime_error("config '" + path + "': field " + name + " has the wrong type: " +
-                             it->dump());
+                             describe(*it));
   }
+}
+
+// Integer fields take JSON integers in int64_t's range only: nlohmann converts a float such as 1e300
+// to an integer with undefined behavior (and 3.7 to 3 silently); HF writes these fields as integers.
+void read(const nlohmann::json& j, const char* name, int64_t& field, const std::string& path) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return;
+  if (!it->is_number_integer() || (it->is_number_unsigned() && it->get<uint64_t>() > INT64_MAX))
+    throw std::runtime_error("config '" + path + "': field " + name +
+                             " has the wrong type: expected an integer (int64), got " + describe(*it));
+  field = it->get<int64_t>();
 }
 
 void require(bool ok, const std::string& path, const std::string& field,
@@ -37,6 +51,8 @@ MobileBertConfig MobileBertConfig::from_json_file(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error("config '" + path + "': not valid JSON: " + e.what());
   }
+  if (!j.is_object())
+    throw std::runtime_error("config '" + path + "': expected a JSON object {field: value}, got " + describe(j));
   MobileBertConfig c;
   read(j, "vocab_size", c.vocab_size, path);
   read(j, "hidden_size", c.hidden_size, path);
@@ -68,10 +84,9 @@ MobileBertConfig MobileBertConfig::from_json_file(const std::string& path) {
             "quant_method \"mbkernels-int8\" version 1 (mbkernels.quantize)",
             "quant_method \"" + c.quant_method + "\" version " + std::to_string(version));
     // 7: weights in [-63, 63], which the packer sends to a narrow int8 kernel where the ISA has one.
-    int64_t weight_bits = 8;
-    read(q, "weight_bits", weight_bits, path);
-    require(weight_bits == 7 || weight_bits == 8, path, "quantization_config.weight_bits", "7 or 8",
-            std::to_string(weight_bits));
+    read(q, "weight_bits", c.weight_bits, path);
+    require(c.weight_bits == 7 || c.weight_bits == 8, path, "quantization_config.weight_bits", "7 or 8",
+            std::to_string(c.weight_bits));
   }
   // HF writes id2label rather than num_labels for classification checkpoints.
   if (j.contains("id2label") && j["id2label"].is_object() && !j.contains("num_labels"))

@@ -21,6 +21,8 @@ struct MobileBertConfig {
   // An int8 checkpoint (mbkernels.quantize): quantization_config.quant_method "mbkernels-int8",
   // version 1; its Linears are read from their I8 weights and scales. Empty: float weights.
   std::string quant_method;
+  // quantization_config.weight_bits (7 or 8): the int8 weights lie in [-(2^(bits-1) - 1), 2^(bits-1) - 1].
+  int64_t weight_bits = 8;
 
   // Reads path (config.json); fields it lacks keep HF's defaults (above). Throws
   // std::runtime_error naming the file and field on a malformed value, and naming the field

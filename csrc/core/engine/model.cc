@@ -78,7 +78,11 @@ MobileBert::MobileBert(const std::string& folder, const EngineOptions& options)
   emb.seq = options.max_seq;
   emb.embedding_size = c.embedding_size;
   emb.trigram = c.trigram_input;
-  const int64_t logits = has_mlm_head() ? rows * c.vocab_size : options.max_batch * c.num_labels;
+  // num_labels only sizes the classifier's logits: without a classifier it is a config value no
+  // tensor bounds (a malformed 1e18 would be an arena of 1e18 floats).
+  const int64_t logits = has_mlm_head()     ? rows * c.vocab_size
+                         : has_classifier() ? options.max_batch * c.num_labels
+                                            : 0;
   const int64_t sizes[] = {rows * H, static_cast<int64_t>(ops::embedding_workspace_floats(emb)),
                            static_cast<int64_t>(ops::encoder_workspace_floats(
                                layer_ops_.data(), static_cast<int>(layer_ops_.size()),

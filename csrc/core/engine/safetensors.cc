@@ -1,9 +1,13 @@
 #include "engine/safetensors.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+
+#include "engine/json_text.h"
 
 namespace mbk::engine {
 namespace {
@@ -28,6 +32,17 @@ float half_to_float(uint16_t h) {
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
+}
+
+// A size (below 2^63: shapes are int64_t) or an offset (below 2^64) of the header: a JSON integer.
+// Not a float: nlohmann converts 1e300 to an integer with undefined behavior.
+uint64_t whole(const nlohmann::json& v, const char* field, bool size) {
+  const bool ok = v.is_number_unsigned() ? !size || v.get<uint64_t>() <= INT64_MAX
+                                         : v.is_number_integer() && v.get<int64_t>() >= 0;
+  if (!ok)
+    throw std::runtime_error(std::string(field) + ": expected integers in [0, " + (size ? "2^63" : "2^64") +
+                             "), got " + describe(v));
+  return v.get<uint64_t>();
 }
 
 }  // namespace
@@ -65,17 +80,28 @@ SafeTensors::SafeTensors(const std::string& path) : path_(path) {
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error("safetensors: '" + path + "': header is not valid JSON: " + e.what());
   }
+  if (!j.is_object())
+    throw std::runtime_error("safetensors: '" + path + "': header: expected a JSON object {name: tensor}, got " +
+                             describe(j));
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") continue;
     try {
+      if (!it->is_object())
+        throw std::runtime_error("expected an object {dtype, shape, data_offsets}, got " + describe(*it));
       Entry e;
       e.dtype = it->at("dtype").get<std::string>();
-      e.shape = it->at("shape").get<std::vector<int64_t>>();
-      const auto offsets = it->at("data_offsets").get<std::vector<uint64_t>>();
-      if (offsets.size() != 2 || offsets[0] > offsets[1] || offsets[1] > data_.size())
-        throw std::runtime_error("data_offsets outside the data section");
-      e.begin = offsets[0];
-      e.end = offsets[1];
+      const nlohmann::json& shape = it->at("shape");
+      const nlohmann::json& offsets = it->at("data_offsets");
+      if (!shape.is_array()) throw std::runtime_error("shape: expected a list of sizes, got " + describe(shape));
+      for (const nlohmann::json& d : shape)
+        e.shape.push_back(static_cast<int64_t>(whole(d, "shape", true)));
+      if (!offsets.is_array() || offsets.size() != 2)
+        throw std::runtime_error("data_offsets: expected [begin, end], got " + describe(offsets));
+      e.begin = whole(offsets[0], "data_offsets", false);
+      e.end = whole(offsets[1], "data_offsets", false);
+      if (e.begin > e.end || e.end > data_.size())
+        throw std::runtime_error("data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+                                 "] outside the data section (" + std::to_string(data_.size()) + " bytes)");
       entries_.emplace(it.key(), std::move(e));
     } catch (const std::exception& e) {
       throw std::runtime_error("safetensors: '" + path + "': tensor '" + it.key() + "': " +
@@ -114,12 +140,20 @@ const SafeTensors::Entry& SafeTensors::checked(const std::string& name,
   if (e.shape != expected)
     throw std::runtime_error("safetensors: tensor '" + name + "': expected shape " +
                              shape_str(expected) + ", got " + shape_str(e.shape));
-  int64_t n = 1;
-  for (int64_t d : e.shape) n *= d;
-  if (e.end - e.begin != static_cast<uint64_t>(n) * width)
-    throw std::runtime_error("safetensors: tensor '" + name + "': " +
-                             std::to_string(e.end - e.begin) + " bytes for shape " +
-                             shape_str(e.shape) + " of " + e.dtype);
+  // The element count, multiplied only while it fits the tensor's bytes: a product of header (and
+  // config) sizes could overflow and wrap around to the byte count.
+  const uint64_t bytes = e.end - e.begin;
+  const bool empty = std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end();
+  uint64_t n = empty ? 0 : 1;
+  bool fits = true;
+  for (size_t i = 0; i < e.shape.size() && !empty && fits; ++i) {
+    const uint64_t d = static_cast<uint64_t>(e.shape[i]);
+    fits = n <= bytes / width / d;
+    n *= fits ? d : 1;
+  }
+  if (!fits || n * width != bytes)
+    throw std::runtime_error("safetensors: tensor '" + name + "': " + std::to_string(bytes) +
+                             " bytes for shape " + shape_str(e.shape) + " of " + e.dtype);
   return e;
 }
 
@@ -136,7 +170,7 @@ std::vector<float> SafeTensors::get(const std::string& name,
   const unsigned char* src = data_.data() + e.begin;
   // Little-endian on every target this builds for (x86-64, AArch64).
   if (width == 4) {
-    std::memcpy(out.data(), src, out.size() * 4);
+    if (n > 0) std::memcpy(out.data(), src, out.size() * 4);  // memcpy's pointers must not be null
   } else {
     for (int64_t i = 0; i < n; ++i) {
       uint16_t h;
@@ -159,7 +193,7 @@ std::vector<int8_t> SafeTensors::get_int8(const std::string& name,
     throw std::runtime_error("safetensors: tensor '" + name + "': expected dtype I8, got " + type);
   const Entry& e = checked(name, expected, 1);
   std::vector<int8_t> out(static_cast<size_t>(e.end - e.begin));
-  std::memcpy(out.data(), data_.data() + e.begin, out.size());
+  if (!out.empty()) std::memcpy(out.data(), data_.data() + e.begin, out.size());  // pointers may not be null
   return out;
 }
 

@@ -1,5 +1,6 @@
 #include "engine/weights.h"
 
+#include <cmath>
 #include <set>
 #include <stdexcept>
 
@@ -8,7 +9,8 @@ namespace {
 
 class Reader {
  public:
-  Reader(const SafeTensors& st, Isa isa) : st_(st), isa_(isa) {
+  Reader(const SafeTensors& st, const MobileBertConfig& c, Isa isa)
+      : st_(st), isa_(isa), weight_max_((1 << (c.weight_bits - 1)) - 1), weight_bits_(c.weight_bits) {
     // Task models (ForMaskedLM, ForSequenceClassification, ...) prefix the backbone.
     prefix_ = st.contains("mobilebert.embeddings.word_embeddings.weight") ? "mobilebert." : "";
   }
@@ -21,11 +23,32 @@ class Reader {
     used_.insert(full);
     return st_.get(full, shape);
   }
+  // An int8 Linear's weight_scale or input_smooth: finite and > 0 (what mbkernels.quantize writes
+  // and its Python loader checks), named here rather than by the packer, which knows no tensor names.
+  std::vector<float> get_positive(const std::string& name, std::vector<int64_t> shape, bool backbone) {
+    std::vector<float> v = get(name, shape, backbone);
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!(std::isfinite(v[i]) && v[i] > 0.0f))
+        throw std::runtime_error("weights: tensor '" + (backbone ? prefix_ : "") + name +
+                                 "': expected finite values > 0, got " + std::to_string(v[i]) + " at [" +
+                                 std::to_string(i) + "]");
+    return v;
+  }
+  // An int8 weight, its values within weight_bits' range (-128 and, for 7 bits, beyond 63 are
+  // refused as the Python loader refuses them).
   std::vector<int8_t> get_int8(const std::string& name, std::vector<int64_t> shape,
                                bool backbone = true) {
     const std::string full = (backbone ? prefix_ : "") + name;
     used_.insert(full);
-    return st_.get_int8(full, shape);
+    std::vector<int8_t> w = st_.get_int8(full, shape);
+    for (size_t i = 0; i < w.size(); ++i)
+      if (w[i] < -weight_max_ || w[i] > weight_max_)
+        throw std::runtime_error("weights: tensor '" + full + "': expected int8 values in [-" +
+                                 std::to_string(weight_max_) + ", " + std::to_string(weight_max_) +
+                                 "] (weight_bits " + std::to_string(weight_bits_) + "), got " +
+                                 std::to_string(w[i]) + " at [" + std::to_string(i / shape.back()) + ", " +
+                                 std::to_string(i % shape.back()) + "]");
+    return w;
   }
   Packed linear(const std::string& name, int64_t out, int64_t in, bool backbone = true) {
     return stacked({name}, out, in, backbone);
@@ -55,11 +78,11 @@ class Reader {
         continue;
       }
       const std::vector<int8_t> qi = get_int8(n + ".weight", {out, in}, backbone);
-      const std::vector<float> si = get(n + ".weight_scale", {out}, backbone);
+      const std::vector<float> si = get_positive(n + ".weight_scale", {out}, backbone);
       wq.insert(wq.end(), qi.begin(), qi.end());
       scale.insert(scale.end(), si.begin(), si.end());
       std::vector<float> mi;
-      if (has(n + ".input_smooth", backbone)) mi = get(n + ".input_smooth", {in}, backbone);
+      if (has(n + ".input_smooth", backbone)) mi = get_positive(n + ".input_smooth", {in}, backbone);
       if (n != names[0] && mi != smooth)
         throw std::runtime_error("weights: '" + n + "' is stacked with '" + names[0] +
                                  "' (they read one input) but has a different input_smooth");
@@ -70,7 +93,15 @@ class Reader {
       return std::make_unique<gemm::PackedWeights>(w.data(), in, 1, bias.data(), n, in, isa_);
     const float* m = smooth.empty() ? nullptr : smooth.data();
     const gemm::Int8Weight q{wq.data(), in, 1, scale.data(), m};
-    return std::make_unique<gemm::PackedWeights>(q, bias.data(), n, in, isa_);
+    try {
+      return std::make_unique<gemm::PackedWeights>(q, bias.data(), n, in, isa_);
+    } catch (const std::invalid_argument& e) {  // e.g. k beyond the int8 GEMM's: name the tensors
+      std::string stack;
+      for (const std::string& name : names)
+        stack += (stack.empty() ? "'" : ", '") + (backbone ? prefix_ : "") + name + ".weight'";
+      throw std::runtime_error("weights: " + stack + " (" + std::to_string(out) + " rows each, stacked): " +
+                               e.what());
+    }
   }
   Isa isa() const { return isa_; }
   std::vector<std::string> unused() const {
@@ -83,6 +114,8 @@ class Reader {
  private:
   const SafeTensors& st_;
   Isa isa_;
+  int weight_max_;  // int8 weights lie in [-weight_max_, weight_max_] (quantization_config.weight_bits)
+  int64_t weight_bits_;
   std::string prefix_;
   std::set<std::string> used_;
 };
@@ -90,7 +123,7 @@ class Reader {
 }  // namespace
 
 ModelWeights load_weights(const SafeTensors& st, const MobileBertConfig& c, Isa isa) {
-  Reader r(st, isa);
+  Reader r(st, c, isa);
   ModelWeights m;
   const int64_t H = c.hidden_size, W = c.intra_bottleneck_size, E = c.embedding_size;
   const int64_t I = c.intermediate_size;
