@@ -236,8 +236,9 @@ def check_loaded(model: nn.Module) -> None:
             continue
         w = m.weight.flatten().to(torch.int16)  # int16: |-128| does not wrap
         if w.numel() and int(w.abs().max()) > qmax:
+            bits = model.config.quantization_config.get("weight_bits", 8)
             raise ValueError(f"checkpoint tensor {name}.weight: expected int8 values in [-{qmax}, {qmax}] (weight_bits "
-                             f"{model.config.quantization_config.get('weight_bits', 8)}), got {int(w[w.abs().argmax()])}")
+                             f"{bits}), got {int(w[w.abs().argmax()])}")
         for what, t in (("weight_scale", m.weight_scale), ("input_smooth", m.input_smooth)):
             if t is not None and not bool((torch.isfinite(t) & (t > 0)).all()):
                 bad = t[~(torch.isfinite(t) & (t > 0))][0].item()

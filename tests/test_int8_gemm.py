@@ -1,11 +1,11 @@
-"""The int8 GEMM through mbkernels._C (pack_weights_int8 + gemm) on every int8 kernel this machine runs
-(each ISA's, and its dot-product variant where it has one: NEON's sdot, AVX-512 VNNI's vpdpbusd, through
-SIMDe on x86; its narrow variant for 7-bit weights: AVX2's vpmaddubsw), against `reference.int8_linear` (the definition: fp32 row quantization, exact integer
-sums): shapes around the tiles, activations at MobileBERT's scales (rows from 1e-1 to 1e7), the
-smoothing multipliers, the epilogues, the worst-case products that a saturating int16 pair sum would get
-wrong; the run-time choice of variant; the packing's argument errors; and objdump checks that the
-native kernels (AVX2, AVX-512 and VNNI here, NEON and its dot product in the aarch64 cross build) hold
-their vector instructions."""
+"""The int8 GEMM through mbkernels._C (pack_weights_int8 + gemm) on every int8 kernel this machine runs (each
+ISA's, and its dot-product variant where it has one: NEON's sdot, AVX-512 VNNI's vpdpbusd, through SIMDe on
+x86; its narrow variant for 7-bit weights: AVX2's vpmaddubsw), against `reference.int8_linear` (the
+definition: fp32 row quantization, exact integer sums): shapes around the tiles, activations at MobileBERT's
+scales (rows from 1e-1 to 1e7), the smoothing multipliers, the epilogues, the worst-case products that a
+saturating int16 pair sum would get wrong; the run-time choice of variant; the packing's argument errors; and
+objdump checks that the native kernels (AVX2, AVX-512 and VNNI here, NEON and its dot product in the aarch64
+cross build) hold their vector instructions."""
 
 import os
 import re

@@ -189,7 +189,8 @@ def test_missing_scales_are_an_error(tmp_path):
 @pytest.mark.parametrize("key,value,message", [
     ("encoder.layer.0.attention.self.key.weight_scale", float("nan"), "weight_scale: expected finite values > 0"),
     ("encoder.layer.1.ffn.0.output.dense.weight_scale", 0.0, "weight_scale: expected finite values > 0, got 0.0"),
-    ("encoder.layer.1.attention.self.value.weight", -128, r"expected int8 values in \[-127, 127\] \(weight_bits 8\), got -128"),
+    ("encoder.layer.1.attention.self.value.weight", -128,
+     r"expected int8 values in \[-127, 127\] \(weight_bits 8\), got -128"),
     ("encoder.layer.0.ffn.1.output.dense.weight", 64,
      r"expected int8 values in \[-63, 63\] \(weight_bits 7\), got 64"),
 ])
