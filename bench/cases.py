@@ -25,9 +25,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.harness import (INT8_DTYPES, MODULE_PROVIDERS, OP_PROVIDERS, ORT_INFO, ORT_INT8_INFO, Provider, Spec,
-                           UpstreamGrads, Workload, case, compile_hf, compile_info, compiled, first, float_leaves,
-                           forward_step, leaf_copies, ort_session)
+from bench.harness import (INT8_DTYPES, INT8_WEIGHT_BITS, MODULE_PROVIDERS, OP_PROVIDERS, ORT_INFO, ORT_INT8_INFO,
+                           Provider, Spec, UpstreamGrads, Workload, case, compile_hf, compile_info, compiled, first,
+                           float_leaves, forward_step, leaf_copies, ort_session)
 from mbkernels import MobileBertConfig, MobileBertModel, flops, patch_hf, use_backend
 from mbkernels.testing import realistic_init_
 
@@ -93,7 +93,7 @@ def int8_weights(spec: Spec, args: tuple) -> tuple[tuple, list]:
             return t
         linear = torch.nn.Linear(t.shape[1], t.shape[0], bias=False)
         linear.weight.data = t.detach().float()
-        owners.append(Int8Linear.from_linear(linear, weight_bits=7 if spec.dtype == "int8w7" else 8))
+        owners.append(Int8Linear.from_linear(linear, weight_bits=INT8_WEIGHT_BITS[spec.dtype]))
         return owners[-1].weight
 
     return tuple(quantized(a) for a in args), owners
@@ -353,7 +353,7 @@ def model_int8(spec: Spec) -> Workload:
     ids, mask = _ids(spec, CONFIG.vocab_size)
     g = torch.Generator().manual_seed(1)
     calibration = [torch.randint(1, CONFIG.vocab_size, (4, 128), generator=g) for _ in range(4)]
-    bits = 7 if spec.dtype == "int8w7" else 8
+    bits = INT8_WEIGHT_BITS[spec.dtype]
 
     def fused_step():
         int8_model = quantize(copy.deepcopy(m.ours), calibration, weight_bits=bits)

@@ -48,7 +48,8 @@ MODES = ("infer", "train")
 # int8: int8 weights and activations in the GEMMs, float32 everywhere else (the inputs' dtype);
 # int8w7: the same with 7-bit weights (mbkernels.quantize(weight_bits=7); ONNX Runtime's reduce_range);
 # CPU inference, for the cases that list them.
-INT8_DTYPES = ("int8", "int8w7")
+INT8_WEIGHT_BITS = {"int8": 8, "int8w7": 7}
+INT8_DTYPES = tuple(INT8_WEIGHT_BITS)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32,
           "int8w7": torch.float32}
 # Every provider a case may offer, in report order. Op peers: reference (eager torch), compile (of
@@ -461,7 +462,7 @@ def measure_peaks(smoke: bool) -> dict:
     basis = {"cpu:fp32": ("fma_fp32_gflops", peaks["fma_fp32_gflops"]),
              "cpu:bf16": ("matmul_bf16_gflops", peaks["matmul_bf16_gflops"])}
     if backend._C is not None:  # int8: the dot-product loop of the kernel each weight width runs
-        for dtype, bits in (("int8", 8), ("int8w7", 7)):
+        for dtype, bits in INT8_WEIGHT_BITS.items():
             try:
                 peaks[f"{dtype}_gops"] = backend._C.int8_peak_gops(threads, seconds, bits)
             except ValueError:  # an ISA without an int8 kernel

@@ -85,7 +85,7 @@ double fma_peak_gflops(int threads, double seconds) {
 double int8_peak_gops(int threads, double seconds, int weight_bits) {
   if (weight_bits != 7 && weight_bits != 8)
     throw std::invalid_argument("int8_peak_gops: weight_bits must be 7 or 8, got " + std::to_string(weight_bits));
-  const gemm::Int8Gemm& kern = gemm::int8_gemm(best_isa(), gemm::Int8Variant::best, (1 << (weight_bits - 1)) - 1);
+  const gemm::Int8Gemm& kern = gemm::int8_gemm(best_isa(), gemm::Int8Variant::best, gemm::int8_weight_max(weight_bits));
   return 2.0 * measure("int8_peak_gops", kern.dot_block, threads, seconds);
 }
 

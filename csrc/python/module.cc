@@ -80,7 +80,7 @@ PYBIND11_MODULE(_C, m) {
         if (weight_bits < 2 || weight_bits > 8)
           throw std::invalid_argument("weight_bits: expected 2..8, got " + std::to_string(weight_bits));
         try {
-          return gemm::int8_tile(active_isa(), gemm::Int8Variant::best, (1 << (weight_bits - 1)) - 1).name;
+          return gemm::int8_tile(active_isa(), gemm::Int8Variant::best, gemm::int8_weight_max(weight_bits)).name;
         } catch (const std::invalid_argument&) {
           return "";  // this ISA has no int8 kernel
         }

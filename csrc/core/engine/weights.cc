@@ -10,7 +10,10 @@ namespace {
 class Reader {
  public:
   Reader(const SafeTensors& st, const MobileBertConfig& c, Isa isa)
-      : st_(st), isa_(isa), weight_max_((1 << (c.weight_bits - 1)) - 1), weight_bits_(c.weight_bits) {
+      : st_(st),
+        isa_(isa),
+        weight_max_(gemm::int8_weight_max(static_cast<int>(c.weight_bits))),
+        weight_bits_(c.weight_bits) {
     // Task models (ForMaskedLM, ForSequenceClassification, ...) prefix the backbone.
     prefix_ = st.contains("mobilebert.embeddings.word_embeddings.weight") ? "mobilebert." : "";
   }

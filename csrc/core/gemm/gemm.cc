@@ -125,7 +125,7 @@ PackedWeights::PackedWeights(const float* w, int64_t stride_n, int64_t stride_k,
 namespace {
 
 // The largest |w| of an int8 weight; std::invalid_argument at a -128 (outside the symmetric range).
-int int8_weight_max(const Int8Weight& w, int64_t n, int64_t k) {
+int largest_weight(const Int8Weight& w, int64_t n, int64_t k) {
   int most = 0;
   for (int64_t col = 0; col < n; ++col)
     for (int64_t kk = 0; kk < k; ++kk) {
@@ -147,7 +147,7 @@ PackedWeights::PackedWeights(const Int8Weight& w, const float* bias, int64_t n, 
   if (k > kMaxInt8K)
     throw std::invalid_argument("PackedWeights: the int8 GEMM takes k <= " +
                                 std::to_string(kMaxInt8K) + ", got k=" + std::to_string(k));
-  const int weight_max = int8_weight_max(w, n, k);
+  const int weight_max = largest_weight(w, n, k);
   const Int8Gemm& kern = int8_gemm(isa, variant, weight_max);
   if (weight_max > kern.weight_max)
     throw std::invalid_argument(std::string("PackedWeights: ") + kern.tile.name + " takes int8 weights in [-" +

@@ -58,6 +58,9 @@ enum class Int8Variant : int { best, base, dot, narrow };
 // std::invalid_argument if isa has none of that variant or this CPU cannot run it.
 Tile int8_tile(Isa isa, Int8Variant variant = Int8Variant::best, int weight_max = 127);
 
+// The largest |w| of symmetric int8 weights of weight_bits bits (8: 127; 7: 63, the narrow kernels').
+constexpr int int8_weight_max(int weight_bits) { return (1 << (weight_bits - 1)) - 1; }
+
 // The largest K the int8 GEMM takes: a row block of quantized A lives on the stack.
 constexpr int64_t kMaxInt8K = 8192;
 

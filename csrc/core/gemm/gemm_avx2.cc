@@ -25,57 +25,48 @@ struct V : simd::avx2::VecF32 {
   }
 };
 
-struct Q {
-  using elem = int16_t;
-  static constexpr int G = 2;
+// The int8 operands of int8_impl.h's Q that both int8 kernels share: 8 int32 lanes, one column
+// each, 4 bytes of elements of type E per lane.
+template <class E>
+struct Q8Operands {
+  using elem = E;
   using wreg = __m256i;
   using acc = __m256i;
   static constexpr int W = 8;
-  static constexpr int offset = 0;
   static acc init(const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
-  static wreg load(const int16_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
-  static wreg broadcast(const int16_t* p) {
+  static wreg load(const E* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+  static wreg broadcast(const E* p) {
     int32_t v;
     __builtin_memcpy(&v, p, sizeof v);
     return _mm256_set1_epi32(v);
   }
-  static acc dot(acc c, wreg a, wreg w) { return _mm256_add_epi32(_mm256_madd_epi16(a, w), c); }
   static wreg operand(acc c) { return c; }
   static __m256 to_float(acc c) { return _mm256_cvtepi32_ps(c); }
   static void keep(acc& c) { asm("" : "+x"(c)); }
-  static void store(int16_t* p, __m256 y) {
-    const __m256i i = _mm256_cvtps_epi32(y);  // rounds half to even (the default MXCSR mode)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
-                     _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1)));
+  // Rounds half to even (the default MXCSR mode); the values are integral in [-127, 127] by then.
+  static __m128i to_int16(__m256 y) {
+    const __m256i i = _mm256_cvtps_epi32(y);
+    return _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
   }
 };
 
-struct Q7 {
-  using elem = uint8_t;
+struct Q : Q8Operands<int16_t> {
+  static constexpr int G = 2;
+  static constexpr int offset = 0;
+  static acc dot(acc c, wreg a, wreg w) { return _mm256_add_epi32(_mm256_madd_epi16(a, w), c); }
+  static void store(int16_t* p, __m256 y) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_int16(y)); }
+};
+
+struct Q7 : Q8Operands<uint8_t> {
   static constexpr int G = 4;
-  using wreg = __m256i;
-  using acc = __m256i;
-  static constexpr int W = 8;
   static constexpr int offset = 128;
-  static acc init(const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
-  static wreg load(const uint8_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
-  static wreg broadcast(const uint8_t* p) {
-    int32_t v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return _mm256_set1_epi32(v);
-  }
   static acc dot(acc c, wreg a, wreg w) {
     return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(a, w), _mm256_set1_epi16(1)), c);
   }
-  static wreg operand(acc c) { return c; }
-  static __m256 to_float(acc c) { return _mm256_cvtepi32_ps(c); }
-  static void keep(acc& c) { asm("" : "+x"(c)); }
   // q + 128 as u8 is q as int8 with its top bit flipped.
   static void store(uint8_t* p, __m256 y) {
-    const __m256i i = _mm256_cvtps_epi32(y);
-    const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(p),
-                     _mm_xor_si128(_mm_packs_epi16(q16, q16), _mm_set1_epi8(-128)));
+    const __m128i q16 = to_int16(y);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_xor_si128(_mm_packs_epi16(q16, q16), _mm_set1_epi8(-128)));
   }
 };
 }  // namespace
@@ -91,7 +82,7 @@ const IsaGemm& f32_gemm() {
                                &layernorm_rows<V>, &layernorm_backward_rows<V>,
                                &activation_backward_rows<V>,
                                int8_gemm<V, Q, 4, 2>("q8_gemm_4x16__avx2"), {},
-                               int8_gemm<V, Q7, 5, 2>("q8w7_gemm_5x16__avx2", 63)};
+                               int8_gemm<V, Q7, 5, 2>("q8w7_gemm_5x16__avx2", int8_weight_max(7))};
   return kernels;
 }
 
