@@ -166,20 +166,23 @@ def test_no_scores_buffer_unless_asked():
 
 
 def captured_op_args(name, call):
-    """The exact positional arguments (`save` last) that `call()` passes to op `name`'s forward op."""
+    """The exact positional arguments (`save` last) that `call()` passes to op `name`'s forward op, or
+    to its implementation on the direct path (`_registry._direct`)."""
     captured = {}
     opdef = OPS[name]
-    real = opdef.op
+    real_op, real_impl = opdef.op, opdef.forward_impl
 
-    def spy(*a):
-        captured["args"] = a
-        return real(*a)
+    def spy(real):
+        def call_real(*a):
+            captured["args"] = a
+            return real(*a)
+        return call_real
 
-    opdef.op = spy
+    opdef.op, opdef.forward_impl = spy(real_op), spy(real_impl)
     try:
         call()
     finally:
-        opdef.op = real
+        opdef.op, opdef.forward_impl = real_op, real_impl
     return captured["args"]
 
 

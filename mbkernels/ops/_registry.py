@@ -12,8 +12,10 @@ Anatomy of a call (docs/design.md, "The op"):
 
 1. `OpDef.__call__`, the public `mbkernels.ops.<name>`: under `use_backend("reference")` it runs the
    reference with plain autograd (bypassing the custom ops: the independent oracle); otherwise the
-   forward op, with `save` true exactly when a gradient is wanted. Either way it reports the outputs
-   to the finite checks (`checks.py`) — the one place an op's forward is observed.
+   forward op, with `save` true exactly when a gradient is wanted; a plain eager call (`_direct`)
+   runs the op's implementations without entering the dispatcher, through `_Direct` when a gradient
+   is wanted. Either way it reports the outputs to the finite checks (`checks.py`) — the one place
+   an op's forward is observed.
 2. Inside the forward op: the arguments are validated once (`_arguments.py`), then `choose` picks the
    first backend kernel for the tensors' device whose `supports(*args)` holds, else the reference;
    `backend.last_ran[name]` records which. A kernel's forward returns its outputs and, when `save`,
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from mbkernels import backend, checks
 from mbkernels.ops import _arguments, int8
@@ -69,11 +72,15 @@ class OpDef:
     fake: Callable                # the outputs' shapes (a tensor or a tuple of them)
     kernels: tuple[Kernel, ...] = ()
     signature: _arguments.Signature = field(init=False)
-    op: Any = field(init=False, default=None)
-    backward_op: Any = field(init=False, default=None)
+    op: Any = field(init=False, default=None)            # mbkernels::<name>
+    backward_op: Any = field(init=False, default=None)   # mbkernels::<name>_backward
+    forward_impl: Callable = field(init=False)           # their implementations (`define`)
+    backward_impl: Callable = field(init=False)
+    tensor_indices: frozenset = field(init=False)        # where the schema's tensors are
 
     def __post_init__(self) -> None:
         self.signature = _arguments.Signature(self.args)
+        self.tensor_indices = frozenset(i for i, *_ in self.signature.tensors)
         names = self.signature.names
         self._seed = names.index("seed") if "seed" in names else None
         self._dropout = tuple(i for i, n in enumerate(names) if n.endswith("dropout_p"))
@@ -88,17 +95,19 @@ class OpDef:
                 # The counter-based masks' seed (ops/dropout.py), drawn here so that eager, traced
                 # and compiled calls see it as an argument.
                 args = (*args[:self._seed], new_seed(), *args[self._seed + 1:])
-            if _wants_grad(self.signature, args):
-                if int8.exists() and int8.any_int8(self.tensors(args)):
-                    raise int8.no_gradient_error(self.name)
-                out = self.op(*args, True)[:-1]
-            elif torch.compiler.is_compiling():
-                out = self.op(*args, False)[:-1]
+            flat = _flatten(self.signature, args)
+            grad = _wants_grad(flat)
+            if grad and int8.exists() and int8.any_int8(flat):
+                raise int8.no_gradient_error(self.name)
+            if not _direct(flat):
+                out = self.op(*args, grad)[:-1]
+            elif grad:
+                out = _Direct.apply(self, args, *flat)
             else:
-                # No gradient wanted: dispatch below autograd, as the op's autograd kernel would after
-                # finding nothing to record (skipping its Python: ~15 µs a call under no_grad).
+                # No gradient wanted: the forward below autograd, as the op's autograd kernel would
+                # run it after finding nothing to record.
                 with torch._C._AutoDispatchBelowAutograd():
-                    out = self.op(*args, False)[:-1]
+                    out = self.forward_impl(*args, False)[:-1]
             out = out[0] if self.outputs == 1 else tuple(out)
         if checks.active():
             checks.observe(self.name, out)
@@ -143,13 +152,91 @@ def _flatten(signature: _arguments.Signature, args) -> list[torch.Tensor | None]
     return flat
 
 
-def _wants_grad(signature: _arguments.Signature, args) -> bool:
+def _wants_grad(flat: list[torch.Tensor | None]) -> bool:
     if not torch.is_grad_enabled():
         return False
-    for t in _flatten(signature, args):
+    for t in flat:
         if t is not None and t.requires_grad:
             return True
     return False
+
+
+# Tensor types whose calls the dispatcher would route to the op's one implementation unchanged.
+_PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})
+
+
+def _direct(flat: list[torch.Tensor | None]) -> bool:
+    """Whether an eager call may run the op's implementation without entering the dispatcher: when
+    nothing could observe or reroute the op there (a trace or compilation, a dispatch or
+    torch-function mode such as FakeTensorMode or FlopCounterMode, a functorch transform, autocast,
+    the profiler) and every tensor is a plain strided CPU or CUDA tensor. The dispatcher's boxing and
+    the generated autograd wrapper cost 30-200 µs a call at batch 1, more than a small kernel; the
+    direct path runs the same implementation and backward (`_Direct`). Everything else gets the op."""
+    if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
+            or torch._C._is_torch_function_mode_enabled() or _profiling()
+            or torch._C._functorch.peek_interpreter_stack() is not None):
+        return False
+    cuda = None
+    for t in flat:
+        if t is None:
+            continue
+        # Each tensor's device: a meta tensor beside CPU ones goes to the op's fake (where the
+        # argument check names it), and `get_device()`, which the check compares, is -1 for both.
+        if type(t) not in _PLAIN or t.layout is not torch.strided or not (t.is_cpu or t.is_cuda):
+            return False
+        if cuda is None:
+            cuda = t.is_cuda
+    return cuda is not None and not torch.is_autocast_enabled("cuda" if cuda else "cpu")
+
+
+def _profiling() -> bool:
+    return torch.autograd.profiler._is_profiler_enabled
+
+
+class _Direct(torch.autograd.Function):
+    """The op's autograd formula for a direct call (`_direct`): the forward implementation with
+    `save`, and the backward implementation with the saved list, as the registered op's autograd
+    kernel runs them (without its argument flattening, which costs more than a small op)."""
+
+    @staticmethod
+    def forward(ctx, opdef: OpDef, args: tuple, *flat):
+        *out, saved = opdef.forward_impl(*args, True)
+        ctx.opdef = opdef
+        ctx.args = [None if i in opdef.tensor_indices else a for i, a in enumerate(args)]
+        ctx.lengths = [len(args[i]) if is_list else None for i, _, is_list, _ in opdef.signature.tensors]
+        ctx.num_saved = len(saved)
+        ctx.save_for_backward(*flat, *saved)
+        ctx.set_materialize_grads(False)
+        ctx.site = checks.current_site()
+        return tuple(out)
+
+    @staticmethod
+    @once_differentiable  # as the backward op, which has no autograd formula of its own
+    def backward(ctx, *grads):
+        opdef = ctx.opdef
+        tensors = ctx.saved_tensors
+        num_flat = len(tensors) - ctx.num_saved
+        flat, saved = tensors[:num_flat], list(tensors[num_flat:])
+        args, it = list(ctx.args), iter(flat)
+        for (i, _, _, _), n in zip(opdef.signature.tensors, ctx.lengths):
+            args[i] = next(it) if n is None else [next(it) for _ in range(n)]
+        got = _backward(opdef, ctx.site, grads, list(ctx.needs_input_grad[2:]), saved, args, opdef.backward_impl)
+        return (None, None, *got)
+
+
+def _backward(opdef: OpDef, site, grads, needs: list[bool], saved, args, backward) -> list:
+    """The flat gradients (None where none) from `backward(grads, needs, saved, *args)` (the backward
+    op, or its implementation on the direct path), called with the forward's own arguments."""
+    if all(g is None for g in grads):  # no output has a gradient: no input has one
+        return [None] * len(needs)
+    ref = next(t for t in _flatten(opdef.signature, args) if t is not None)
+    grads = [g if g is not None else ref.new_empty(0, dtype=torch.float32) for g in grads]
+    _trusted.active = True
+    try:
+        with checks.site(site):
+            return [_none_if_empty(g) for g in backward(grads, needs, saved, *args)]
+    finally:
+        _trusted.active = False
 
 
 def _first_tensor(signature: _arguments.Signature, args) -> torch.Tensor:
@@ -245,7 +332,7 @@ def define(opdef: OpDef) -> OpDef:
     """Register `mbkernels::<name>` and `mbkernels::<name>_backward` with fakes and autograd."""
     name, signature = opdef.name, opdef.signature
     outputs = ", ".join(["Tensor"] * opdef.outputs)
-    tensor_indices = frozenset(i for i, *_ in signature.tensors)
+    tensor_indices = opdef.tensor_indices
 
     def forward_impl(*args):
         *args, save = args
@@ -300,6 +387,7 @@ def define(opdef: OpDef) -> OpDef:
                 else ref.new_empty(0, dtype=ref.dtype if ref.is_floating_point() else torch.float32)
                 for t, need in zip(flat, needs_grad)]
 
+    opdef.forward_impl, opdef.backward_impl = forward_impl, backward_impl
     opdef.op = _register(name, f"({opdef.args}, bool save) -> ({outputs}, Tensor[])", forward_impl, forward_fake)
     opdef.backward_op = _register(
         f"{name}_backward", f"(Tensor[] grads, bool[] needs_grad, Tensor[] saved, {opdef.args}) -> Tensor[]",
@@ -333,25 +421,15 @@ def define(opdef: OpDef) -> OpDef:
                 args[i] = next(it)
                 needs.append(bool(need))
         grads = grads[:opdef.outputs]  # the saved list has no gradient
-        if all(g is None for g in grads):  # no output has a gradient: no input has one
-            return (*[[None] * len(a) if i in tensor_indices and isinstance(a, list) else None
-                      for i, a in enumerate(args)], None)
-        ref = next(t for t in flat if t is not None)
-        grads = [g if g is not None else ref.new_empty(0, dtype=torch.float32) for g in grads]
-        _trusted.active = True
-        try:
-            with checks.site(ctx.site):
-                got = iter(opdef.backward_op(grads, needs, saved, *args))
-        finally:
-            _trusted.active = False
+        got = iter(_backward(opdef, ctx.site, grads, needs, saved, args, opdef.backward_op))
         result = []
         for i, a in enumerate(args):
             if i not in tensor_indices:
                 result.append(None)
             elif isinstance(a, list):
-                result.append([_none_if_empty(next(got)) for _ in a])
+                result.append([next(got) for _ in a])
             else:
-                result.append(_none_if_empty(next(got)))
+                result.append(next(got))
         return (*result, None)  # save: no gradient
 
     torch.library.register_autograd(f"mbkernels::{name}", autograd_backward, setup_context=setup_context, lib=_LIB)
