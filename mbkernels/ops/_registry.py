@@ -33,6 +33,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -161,32 +162,33 @@ def _wants_grad(flat: list[torch.Tensor | None]) -> bool:
     return False
 
 
-# Tensor types whose calls the dispatcher would route to the op's one implementation unchanged.
-_PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})
+# Tensor types whose calls the dispatcher would route to the op's one implementation unchanged (None:
+# an absent optional tensor).
+_PLAIN = frozenset({torch.Tensor, torch.nn.Parameter, type(None)})
+_STRIDED = frozenset({torch.strided})
+_is_cpu, _is_cuda, _layout = attrgetter("is_cpu"), attrgetter("is_cuda"), attrgetter("layout")
 
 
 def _direct(flat: list[torch.Tensor | None]) -> bool:
     """Whether an eager call may run the op's implementation without entering the dispatcher: when
     nothing could observe or reroute the op there (a trace or compilation, a dispatch or
     torch-function mode such as FakeTensorMode or FlopCounterMode, a functorch transform, autocast,
-    the profiler) and every tensor is a plain strided CPU or CUDA tensor. The dispatcher's boxing and
-    the generated autograd wrapper cost 30-200 µs a call at batch 1, more than a small kernel; the
-    direct path runs the same implementation and backward (`_Direct`). Everything else gets the op."""
+    the profiler) and every tensor is a plain strided tensor, all on the CPU or all on CUDA (a meta
+    tensor beside CPU ones goes to the op's fake, where the argument check names it). Entering the
+    dispatcher costs a Python op more than a small kernel at batch 1 (docs/design.md, "The direct
+    path"); the direct path runs the same implementations (`_Direct`). Per tensor the tests run as
+    maps over the list: the encoder passes 46 weights a layer."""
     if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
             or torch._C._is_torch_function_mode_enabled() or _profiling()
-            or torch._C._functorch.peek_interpreter_stack() is not None):
+            or torch._C._functorch.peek_interpreter_stack() is not None
+            or not _PLAIN.issuperset(map(type, flat))):
         return False
-    cuda = None
-    for t in flat:
-        if t is None:
-            continue
-        # Each tensor's device: a meta tensor beside CPU ones goes to the op's fake (where the
-        # argument check names it), and `get_device()`, which the check compares, is -1 for both.
-        if type(t) not in _PLAIN or t.layout is not torch.strided or not (t.is_cpu or t.is_cuda):
-            return False
-        if cuda is None:
-            cuda = t.is_cuda
-    return cuda is not None and not torch.is_autocast_enabled("cuda" if cuda else "cpu")
+    present = [t for t in flat if t is not None]
+    if not present or not _STRIDED.issuperset(map(_layout, present)):
+        return False
+    if all(map(_is_cpu, present)):
+        return not torch.is_autocast_enabled("cpu")
+    return all(map(_is_cuda, present)) and not torch.is_autocast_enabled("cuda")
 
 
 def _profiling() -> bool:
