@@ -204,34 +204,48 @@ class _Direct(torch.autograd.Function):
     def forward(ctx, opdef: OpDef, args: tuple, *flat):
         *out, saved = opdef.forward_impl(*args, True)
         ctx.opdef = opdef
-        ctx.args = [None if i in opdef.tensor_indices else a for i, a in enumerate(args)]
-        ctx.lengths = [len(args[i]) if is_list else None for i, _, is_list, _ in opdef.signature.tensors]
-        ctx.num_saved = len(saved)
-        ctx.save_for_backward(*flat, *saved)
-        ctx.set_materialize_grads(False)
-        ctx.site = checks.current_site()
+        _keep(ctx, opdef, args, flat, saved)
         return tuple(out)
 
     @staticmethod
     @once_differentiable  # as the backward op, which has no autograd formula of its own
     def backward(ctx, *grads):
-        opdef = ctx.opdef
-        tensors = ctx.saved_tensors
-        num_flat = len(tensors) - ctx.num_saved
-        flat, saved = tensors[:num_flat], list(tensors[num_flat:])
-        args, it = list(ctx.args), iter(flat)
-        for (i, _, _, _), n in zip(opdef.signature.tensors, ctx.lengths):
-            args[i] = next(it) if n is None else [next(it) for _ in range(n)]
-        got = _backward(opdef, ctx.site, grads, list(ctx.needs_input_grad[2:]), saved, args, opdef.backward_impl)
-        return (None, None, *got)
+        args, flat, saved = _kept(ctx, ctx.opdef)
+        needs = list(ctx.needs_input_grad[2:])
+        return (None, None, *_backward(ctx.opdef, ctx.site, grads, needs, saved, args, flat, ctx.opdef.backward_impl))
 
 
-def _backward(opdef: OpDef, site, grads, needs: list[bool], saved, args, backward) -> list:
+def _keep(ctx, opdef: OpDef, args, flat, saved) -> None:
+    """What either autograd formula (the registered op's, `_Direct`) keeps of a forward call for its
+    backward: the non-tensor arguments, the lists' lengths, the flat tensors and the saved list."""
+    ctx.args = [None if i in opdef.tensor_indices else a for i, a in enumerate(args)]
+    ctx.lengths = [len(args[i]) if is_list else None for i, _, is_list, _ in opdef.signature.tensors]
+    ctx.num_saved = len(saved)
+    ctx.save_for_backward(*flat, *saved)
+    # No zero-filled gradients for unused outputs or the saved list: None stays None (an empty tensor
+    # to the backward).
+    ctx.set_materialize_grads(False)
+    ctx.site = checks.current_site()  # the layer, for a check failing in the backward
+
+
+def _kept(ctx, opdef: OpDef) -> tuple[list, list, list]:
+    """`_keep`'s call back: (the forward's arguments, its flat tensors, the saved list)."""
+    tensors = ctx.saved_tensors
+    num_flat = len(tensors) - ctx.num_saved
+    flat, saved = list(tensors[:num_flat]), list(tensors[num_flat:])
+    args, it = list(ctx.args), iter(flat)
+    for (i, _, _, _), n in zip(opdef.signature.tensors, ctx.lengths):
+        args[i] = next(it) if n is None else [next(it) for _ in range(n)]
+    return args, flat, saved
+
+
+def _backward(opdef: OpDef, site, grads, needs: list[bool], saved, args, flat, backward) -> list:
     """The flat gradients (None where none) from `backward(grads, needs, saved, *args)` (the backward
-    op, or its implementation on the direct path), called with the forward's own arguments."""
+    op, or its implementation on the direct path), called with the forward's own arguments (`flat`:
+    their tensors)."""
     if all(g is None for g in grads):  # no output has a gradient: no input has one
         return [None] * len(needs)
-    ref = next(t for t in _flatten(opdef.signature, args) if t is not None)
+    ref = next(t for t in flat if t is not None)
     grads = [g if g is not None else ref.new_empty(0, dtype=torch.float32) for g in grads]
     _trusted.active = True
     try:
@@ -398,32 +412,19 @@ def define(opdef: OpDef) -> OpDef:
     def setup_context(ctx, inputs, output):
         *args, _ = inputs
         saved = output[-1]
-        ctx.structure = [("list", len(args[i])) if is_list else ("tensor", 1)
-                         for i, _, is_list, _ in signature.tensors]
-        ctx.args = [None if i in tensor_indices else a for i, a in enumerate(args)]
-        ctx.num_saved = len(saved)
-        ctx.save_for_backward(*_flatten(signature, args), *saved)
+        _keep(ctx, opdef, args, _flatten(signature, args), saved)
         ctx.mark_non_differentiable(*saved)
-        # No zero-filled gradients for unused outputs or the saved list: None stays None (an empty
-        # tensor to the backward op).
-        ctx.set_materialize_grads(False)
-        ctx.site = checks.current_site()  # the layer, for a check failing in the backward
 
     def autograd_backward(ctx, *grads):
-        tensors = list(ctx.saved_tensors)
-        num_flat = len(tensors) - ctx.num_saved
-        flat, saved = tensors[:num_flat], tensors[num_flat:]
-        args, needs, it = list(ctx.args), [], iter(flat)
-        for (i, _, is_list, _), (kind, n), need in zip(signature.tensors, ctx.structure,
-                                                     ctx.needs_input_grad):
+        args, flat, saved = _kept(ctx, opdef)
+        needs = []  # flat, as the backward op takes them (a list argument's entry is one per tensor)
+        for (_, _, is_list, _), n, need in zip(signature.tensors, ctx.lengths, ctx.needs_input_grad):
             if is_list:
-                args[i] = [next(it) for _ in range(n)]
                 needs.extend(need if isinstance(need, (list, tuple)) else [bool(need)] * n)
             else:
-                args[i] = next(it)
                 needs.append(bool(need))
         grads = grads[:opdef.outputs]  # the saved list has no gradient
-        got = iter(_backward(opdef, ctx.site, grads, needs, saved, args, opdef.backward_op))
+        got = iter(_backward(opdef, ctx.site, grads, needs, saved, args, flat, opdef.backward_op))
         result = []
         for i, a in enumerate(args):
             if i not in tensor_indices:
